@@ -1,0 +1,61 @@
+"""Device selection and timing.
+
+`select_device` must run before anything touches CUDA: CUDA_VISIBLE_DEVICES is only honoured if it is set before the
+CUDA runtime initialises (the OneFlow port set it afterwards, so `--device 1` silently used GPU 0).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+import torch
+
+from utils.log import LOGGER
+
+
+def select_device(device: str = "", batch_size: int = 0, newline: bool = True) -> torch.device:
+    """Pick the device for '', 'cpu', '0' or '0,1' (sets CUDA_VISIBLE_DEVICES first), checking the batch splits evenly."""
+    device = str(device).strip().lower().replace("cuda:", "").replace("none", "")
+    cpu, mps = device == "cpu", device == "mps"
+    local_rank = int(os.getenv("LOCAL_RANK", -1))
+    if cpu or mps:
+        os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
+    elif device and local_rank == -1:
+        # Under torchrun each process picks cuda:LOCAL_RANK itself; narrowing visibility here would break that.
+        os.environ["CUDA_VISIBLE_DEVICES"] = device
+        if not (torch.cuda.is_available() and torch.cuda.device_count() >= len(device.split(","))):
+            raise ValueError(f"--device {device} requested but CUDA is not available or has too few devices "
+                             f"(torch.cuda.is_available()={torch.cuda.is_available()}); use --device cpu")
+    s = f"MT-YOLOv5 🚀 Python-{platform.python_version()} torch-{torch.__version__} "
+    if not cpu and not mps and torch.cuda.is_available():
+        n = torch.cuda.device_count()
+        if n > 1 and batch_size > 0 and local_rank == -1 and batch_size % n:
+            raise ValueError(f"--batch-size {batch_size} is not a multiple of the GPU count {n}")
+        for i in range(n):
+            p = torch.cuda.get_device_properties(i)
+            s += f"CUDA:{i} ({p.name}, {p.total_memory / 1024 ** 2:.0f}MiB)\n"
+        dev = torch.device(f"cuda:{max(local_rank, 0)}")
+    elif mps and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        s += "MPS\n"
+        dev = torch.device("mps")
+    else:
+        s += f"CPU ({torch.get_num_threads()} threads)\n"
+        dev = torch.device("cpu")
+    LOGGER.info(s.rstrip() if not newline else s.rstrip())
+    return dev
+
+
+def time_sync(device: torch.device | None = None) -> float:
+    """Wall time after waiting for queued GPU work, for honest per-stage timings."""
+    if torch.cuda.is_available() and (device is None or device.type == "cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The AMP dtype for a device: bf16 where the GPU supports it, else fp16; None (no AMP) on CPU."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

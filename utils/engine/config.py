@@ -1,0 +1,92 @@
+"""One typed config for training: every train.py flag is a field here, and argparse is generated from it.
+
+Fields keep YOLOv5 v7.0's flag names and defaults; `flags` adds the aliases (`--img`, `--img-size`). Task scripts
+(segment/, classify/) reuse the same class and only override defaults, so a flag means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from utils.paths import ROOT
+
+
+def _f(default: Any, help: str, *flags: str, **kw: Any) -> Any:
+    """A config field with its help text and extra flag spellings."""
+    meta = {"help": help, "flags": flags, **kw}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class TrainConfig:
+    weights: str = _f("", "initial weights: our checkpoint or an upstream YOLOv5 .pt ('' = train from scratch)")
+    cfg: str = _f("", "model YAML (required when --weights is empty)")
+    data: str = _f(str(ROOT / "data/shapes.yaml"), "dataset YAML (default: the built-in synthetic shapes set)")
+    hyp: str = _f(str(ROOT / "data/hyps/hyp.scratch-low.yaml"), "hyperparameter YAML")
+    epochs: int = _f(100, "total training epochs")
+    batch_size: int = _f(16, "total batch size over all GPUs, -1 for AutoBatch")
+    imgsz: int = _f(640, "train and val image size (pixels)", "--img", "--img-size")
+    rect: bool = _f(False, "rectangular training batches (no mosaic)")
+    resume: str = _f("", "resume the latest run, or the run of the given last.pt", nargs="?", const="True")
+    nosave: bool = _f(False, "only save the final checkpoint")
+    noval: bool = _f(False, "only validate after the final epoch")
+    noautoanchor: bool = _f(False, "disable AutoAnchor")
+    noplots: bool = _f(False, "save no plot files")
+    evolve: int = _f(0, "evolve hyperparameters for N generations", nargs="?", const=300)
+    cache: str = _f("", "cache images in 'ram' (default) or on 'disk'", nargs="?", const="ram")
+    image_weights: bool = _f(False, "sample training images weighted by their class rarity")
+    device: str = _f("", "cuda device, e.g. 0 or 0,1,2,3, or cpu")
+    multi_scale: bool = _f(False, "vary the image size +/- 50%% per batch")
+    single_cls: bool = _f(False, "train multi-class data as a single class")
+    optimizer: str = _f("SGD", "optimizer", choices=["SGD", "Adam", "AdamW"])
+    sync_bn: bool = _f(False, "SyncBatchNorm across GPUs (DDP only)")
+    workers: int = _f(8, "max dataloader workers per process")
+    project: str = _f(str(ROOT / "runs/train"), "save to project/name")
+    name: str = _f("exp", "save to project/name")
+    exist_ok: bool = _f(False, "reuse an existing project/name instead of incrementing")
+    quad: bool = _f(False, "quad dataloader (4 images -> 1 at twice the size)")
+    cos_lr: bool = _f(False, "cosine learning-rate schedule")
+    label_smoothing: float = _f(0.0, "label smoothing epsilon")
+    patience: int = _f(100, "early-stopping patience in epochs without improvement (0 = off)")
+    freeze: list = _f([0], "freeze the first N layers (one value) or the listed layers", nargs="+", type=int)
+    save_period: int = _f(-1, "save epochN.pt every N epochs (-1 = off)")
+    seed: int = _f(0, "global training seed")
+    local_rank: int = _f(-1, "set by torch.distributed.launch; torchrun uses LOCAL_RANK instead")
+    compile: bool = _f(False, "torch.compile the model for training (falls back to eager with a warning)")
+    max_train_seconds: float = _f(0.0, "stop after the epoch that passes this many seconds (0 = no limit)")
+    # Task-specific switches are harmless elsewhere; keeping them here keeps one config for all tasks.
+    mask_ratio: int = _f(4, "instance segmentation: ground-truth mask downsample ratio")
+    no_overlap: bool = _f(False, "instance segmentation: one binary mask per object instead of an index map")
+
+    def to_dict(self) -> dict:
+        """Plain dict for opt.yaml and checkpoints (paths as strings)."""
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfig, **defaults: Any) -> argparse.ArgumentParser:
+    """Add one --flag per dataclass field (dashes for underscores), with `defaults` overriding field defaults."""
+    for f in dataclasses.fields(cls):
+        meta = dict(f.metadata)
+        flags = (f"--{f.name.replace('_', '-')}", *meta.pop("flags", ()))
+        if f.name == "local_rank":
+            flags = ("--local_rank", "--local-rank")
+        default = defaults.get(f.name, f.default if f.default is not dataclasses.MISSING else f.default_factory())
+        kw: dict[str, Any] = {"default": default, "help": meta.pop("help", ""), "dest": f.name}
+        if isinstance(default, bool) and "nargs" not in meta:
+            kw["action"] = "store_true"
+        else:
+            kw["type"] = meta.pop("type", type(default) if default is not None else str)
+        kw.update(meta)
+        parser.add_argument(*flags, **kw)
+    return parser
+
+
+def from_namespace(ns: argparse.Namespace, cls: type = TrainConfig) -> Any:
+    """Build the typed config from parsed flags, ignoring flags the config does not know."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in vars(ns).items() if k in names})

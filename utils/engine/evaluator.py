@@ -1,0 +1,85 @@
+"""One evaluation loop for every task, used by the Trainer after each epoch and by val.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from utils.device import time_sync
+from utils.engine.task import Metric, Task
+from utils.log import LOGGER
+
+TQDM_BAR = "{l_bar}{bar:10}{r_bar}"
+
+
+@dataclass
+class EvalResult:
+    figures: dict[str, float]  # the task's headline metrics, in its Metric.names order
+    losses: np.ndarray | None  # mean validation loss items (None when no criterion was given)
+    speed: tuple[float, float, float]  # ms per image: pre-process, inference, post-process
+    metric: Metric | None = field(default=None, repr=False)
+
+
+class Evaluator:
+    """Runs a model over a loader, post-processes, scores with the task's Metric and prints its table."""
+
+    def __init__(self, task: Task, dataloader: Any, names: dict[int, str], save_dir: Path = Path("."),
+                 plots: bool = False, verbose: bool = False, half: bool = False, augment: bool = False,
+                 post_kw: dict | None = None, metric_kw: dict | None = None, training: bool = False):
+        self.task, self.dataloader, self.names = task, dataloader, names
+        self.save_dir, self.plots, self.verbose = Path(save_dir), plots, verbose
+        self.half, self.augment, self.training = half, augment, training
+        self.post_kw, self.metric_kw = post_kw or {}, metric_kw or {}
+
+    @torch.inference_mode()
+    def __call__(self, model: torch.nn.Module, criterion: Any = None) -> EvalResult:
+        """Evaluate `model` (put in eval mode here); with a criterion also report the mean validation losses."""
+        device = next(model.parameters()).device
+        half = self.half and device.type == "cuda"
+        was_training = model.training
+        model.eval()
+        model.half() if half else model.float()
+        metric = self.task.new_metric(self.names, self.save_dir, plots=self.plots, training=self.training,
+                                      **self.metric_kw)
+        loss_sum, seen, shape = None, 0, None
+        dt = [0.0, 0.0, 0.0]
+        desc = getattr(metric, "header", "Evaluating")
+        pbar = tqdm(self.dataloader, desc=desc, bar_format=TQDM_BAR, leave=False, disable=not LOGGER.isEnabledFor(20))
+        for bi, raw in enumerate(pbar):
+            t0 = time_sync(device)
+            batch = self.task.preprocess(raw, device, half=half)
+            t1 = time_sync(device)
+            out = model(batch["img"], augment=self.augment) if self.augment else model(batch["img"])
+            t2 = time_sync(device)
+            preds, train_out = self.task.split_eval_output(out)
+            if criterion is not None and train_out is not None:
+                items = criterion(train_out, batch)[1]
+                loss_sum = items if loss_sum is None else loss_sum + items
+            results = self.task.postprocess(preds, **self.post_kw)
+            t3 = time_sync(device)
+            metric.update(results, batch)
+            if self.plots and bi < 3:
+                self.task.plot_val_batch(batch, results, self.save_dir, bi)
+            n = self.task.batch_size_of(batch)
+            seen += n
+            shape = tuple(batch["img"].shape)
+            dt = [dt[0] + t1 - t0, dt[1] + t2 - t1, dt[2] + t3 - t2]
+        metric.reduce()
+        figures = metric.compute()
+        LOGGER.info(metric.summary(verbose=self.verbose))
+        speed = tuple(x / max(seen, 1) * 1e3 for x in dt)
+        if not self.training and shape is not None:
+            LOGGER.info(f"Speed: {speed[0]:.1f}ms pre-process, {speed[1]:.1f}ms inference, "
+                        f"{speed[2]:.1f}ms {getattr(metric, 'post_name', 'post-process')} per image at shape {shape}")
+        metric.finalize(self.save_dir, self.plots)
+        model.float()
+        if was_training:
+            model.train()
+        nb = max(len(self.dataloader), 1)
+        losses = (loss_sum.float().cpu().numpy() / nb) if loss_sum is not None else None
+        return EvalResult(figures, losses, speed, metric)

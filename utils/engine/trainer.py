@@ -1,0 +1,400 @@
+"""The training engine shared by every task: one loop, read top to bottom in `fit`.
+
+The Trainer owns what is common (device, AMP, accumulation, warmup, EMA, DDP, checkpoints, resume, logging,
+early stopping); the Task answers what differs (model, data, loss, metric). It never branches on the task type.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import time
+from copy import deepcopy
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from tqdm import tqdm
+
+from utils import dist
+from utils.checkpoint import intersect_state_dict, load_checkpoint, save_checkpoint, strip_optimizer
+from utils.device import autocast_dtype, select_device
+from utils.downloads import attempt_download
+from utils.ema import ModelEMA
+from utils.engine.config import TrainConfig
+from utils.engine.evaluator import TQDM_BAR, Evaluator
+from utils.engine.resume import find_resume_checkpoint, restore_rng, rng_state
+from utils.engine.results import ResultsLog
+from utils.engine.task import Task
+from utils.log import LOGGER, colorstr
+from utils.optim import clip_gradients, lr_lambda, smart_optimizer, warmup
+from utils.paths import find_file, increment_path
+
+NBS = 64  # nominal batch size: gradients are accumulated up to it, so results do not hinge on --batch-size
+
+
+class NonFiniteLoss(RuntimeError):
+    """Raised when the training loss turns NaN or infinite."""
+
+
+class EarlyStopping:
+    """Stop when fitness has not improved for `patience` epochs."""
+
+    def __init__(self, patience: int = 30):
+        self.best_fitness, self.best_epoch = 0.0, 0
+        self.patience = patience or float("inf")
+        self.possible_stop = False
+
+    def __call__(self, epoch: int, fitness: float) -> bool:
+        if fitness >= self.best_fitness:  # >= so a plateau at zero early in training is not a stop
+            self.best_epoch, self.best_fitness = epoch, fitness
+        delta = epoch - self.best_epoch
+        self.possible_stop = delta >= (self.patience - 1)
+        stop = delta >= self.patience
+        if stop:
+            LOGGER.info(f"Stopping training early: no improvement in the last {self.patience} epochs "
+                        f"(best epoch {self.best_epoch}). Set --patience 0 to disable.")
+        return stop
+
+
+def init_seeds(seed: int = 0, deterministic: bool = False) -> None:
+    """Seed python, numpy and torch; `deterministic` also asks torch for repeatable kernels."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def check_img_size(imgsz: int, stride: int, floor: int = 0) -> int:
+    """Round the image size up to a multiple of the model stride, warning when it changes."""
+    new = max(math.ceil(imgsz / stride) * stride, floor)
+    if new != imgsz:
+        LOGGER.warning(f"WARNING ⚠️ --img-size {imgsz} must be a multiple of max stride {stride}, updating to {new}")
+    return new
+
+
+class Trainer:
+    """Trains one model for one task as `cfg` says; `fit()` returns the final figures."""
+
+    def __init__(self, cfg: TrainConfig, task: Task, hyp: dict | None = None):
+        self.cfg, self.task, self.hyp_in = cfg, task, hyp
+        self.rank, self.world = dist.rank(), dist.world_size()
+        self.main = dist.is_main()
+
+    # ------------------------------------------------------------------------------------------ set-up
+    def setup(self) -> None:
+        cfg = self.cfg
+        ckpt = None
+        if cfg.resume:
+            last = find_resume_checkpoint(cfg.resume, cfg.project)
+            ckpt = load_checkpoint(last)
+            opt = {**ckpt.get("opt", {}), "resume": str(last), "weights": str(last)}
+            for k in ("device", "workers", "max_train_seconds"):  # where to run may change on resume
+                opt[k] = getattr(cfg, k)
+            cfg = self.cfg = TrainConfig(**{k: v for k, v in opt.items() if k in TrainConfig.__dataclass_fields__})
+            self.save_dir = Path(last).parent.parent
+            LOGGER.info(f"Resuming training from {last} (epoch {ckpt['epoch'] + 1})")
+        self.device = select_device(cfg.device, batch_size=cfg.batch_size)
+        dist.init(self.device)
+        if not cfg.resume:
+            save_dir = increment_path(Path(cfg.project) / cfg.name, exist_ok=cfg.exist_ok) if self.main else None
+            self.save_dir = Path(dist.broadcast_object(str(save_dir) if save_dir else None))
+        self.wdir = self.save_dir / "weights"
+        self.last, self.best = self.wdir / "last.pt", self.wdir / "best.pt"
+        if self.main:
+            self.wdir.mkdir(parents=True, exist_ok=True)
+
+        hyp = self.hyp_in if self.hyp_in is not None else (ckpt or {}).get("hyp")
+        if hyp is None:
+            hyp = yaml.safe_load(find_file(cfg.hyp).read_text())
+        hyp = {**hyp, "label_smoothing": cfg.label_smoothing}
+        if self.main:
+            LOGGER.info(colorstr("hyperparameters: ") + ", ".join(f"{k}={v}" for k, v in hyp.items()))
+            (self.save_dir / "hyp.yaml").write_text(yaml.safe_dump(hyp, sort_keys=False))
+            (self.save_dir / "opt.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        init_seeds(cfg.seed + 1 + max(self.rank, -1), deterministic=True)
+
+        with dist.main_first():
+            self.data = self.task.check_data(cfg.data)
+        self.nc = 1 if cfg.single_cls else int(self.data["nc"])
+        names = self.data["names"]
+        self.names = {0: "item"} if cfg.single_cls and len(names) != 1 else names
+
+        model = self._build_model(ckpt, hyp)
+        self._freeze(model)
+        gs = max(int(model.stride.max()), 32) if hasattr(model, "stride") else 32
+        self.imgsz = check_img_size(cfg.imgsz, gs, floor=gs * 2)
+        self.gs = gs
+        if cfg.batch_size == -1:
+            from utils.autobatch import autobatch
+
+            cfg.batch_size = autobatch(model, self.imgsz, self.device, self.task)
+        self.batch = cfg.batch_size // self.world
+        self.accumulate = max(round(NBS / cfg.batch_size), 1)
+        hyp["weight_decay"] *= cfg.batch_size * self.accumulate / NBS
+
+        self.optimizer = smart_optimizer(model, cfg.optimizer, hyp["lr0"], hyp["momentum"], hyp["weight_decay"])
+        self.lf = lr_lambda(hyp["lrf"], cfg.epochs, cos=cfg.cos_lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lf)
+        self.ema = ModelEMA(model) if self.main else None
+
+        self.start_epoch, self.best_fitness = 0, 0.0
+        if ckpt is not None and cfg.resume:
+            self._restore(ckpt)
+        self.train_loader, self.dataset = self.task.build_dataloader(
+            self.data["train"], cfg, hyp, self.batch, gs, mode="train", rank=self.rank)
+        self.nb = len(self.train_loader)
+        self.val_loader = None
+        if self.main:
+            self.val_loader, _ = self.task.build_dataloader(self.data["val"], cfg, hyp, self.batch * 2, gs,
+                                                            mode="val", rank=-1)
+        self.model, self.hyp = model, hyp
+        if not cfg.resume:
+            self.task.on_train_start(self)  # AutoAnchor and label plots (rank 0), before the EMA copies anchors
+            if self.ema is not None:
+                self.ema = ModelEMA(model)
+        self.hyp = self.task.scale_hyp(hyp, model, self.nc, self.imgsz)
+        model.hyp, model.nc, model.names = self.hyp, self.nc, self.names
+        self.criterion = self.task.criterion(model, self.hyp)
+
+        self.amp_dtype = autocast_dtype(self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        if ckpt is not None and cfg.resume and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        if self.device.type == "cuda":
+            model.to(memory_format=torch.channels_last)
+        self.train_model = self._wrap(model)
+        self.evaluator = Evaluator(self.task, self.val_loader, self.names, self.save_dir, plots=False,
+                                   training=True, post_kw=self.task.val_post_kw(self.data, training=True),
+                                   metric_kw={"single_cls": cfg.single_cls}) if self.main else None
+        cols = [f"train/{n}" for n in self.task.loss_names] + list(self.task.metric_names) + \
+               [f"val/{n}" for n in self.task.loss_names] + ["x/lr0", "x/lr1", "x/lr2"]
+        self.results_log = ResultsLog(self.save_dir / "results.csv", cols) if self.main else None
+
+    def _build_model(self, ckpt: dict | None, hyp: dict) -> nn.Module:
+        cfg = self.cfg
+        if cfg.resume:
+            model = self.task.build_model(ckpt["model_yaml"], self.nc, hyp).to(self.device)
+            model.load_state_dict({k: v.float() for k, v in ckpt["model"].items()})
+            return model
+        if cfg.weights:
+            wckpt = load_checkpoint(attempt_download(cfg.weights))
+            model = self.task.build_model(cfg.cfg or wckpt["model_yaml"], self.nc, hyp).to(self.device)
+            exclude = ["anchor"] if (cfg.cfg or hyp.get("anchors")) else []
+            src = wckpt.get("ema") or wckpt["model"]
+            csd = intersect_state_dict({k: v.float() for k, v in src.items()}, model.state_dict(), exclude=exclude)
+            model.load_state_dict(csd, strict=False)
+            LOGGER.info(f"Transferred {len(csd)}/{len(model.state_dict())} items from {cfg.weights}")
+            return model
+        if not cfg.cfg:
+            raise SystemExit("train: give --cfg (a model YAML) or --weights (a checkpoint)")
+        return self.task.build_model(cfg.cfg, self.nc, hyp).to(self.device)
+
+    def _freeze(self, model: nn.Module) -> None:
+        f = self.cfg.freeze
+        layers = [f"model.{x}." for x in (f if len(f) > 1 else range(f[0]))]
+        for k, v in model.named_parameters():
+            v.requires_grad = True
+            if any(x in k for x in layers):
+                v.requires_grad = False
+        if layers:
+            LOGGER.info(f"freezing {len(layers)} layers")
+
+    def _restore(self, ckpt: dict) -> None:
+        if ckpt.get("optimizer") is not None:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.ema is not None and ckpt.get("ema") is not None:
+            self.ema.ema.load_state_dict({k: v.float() for k, v in ckpt["ema"].items()})
+            self.ema.updates = int(ckpt.get("updates", 0))
+        self.best_fitness = float(ckpt.get("best_fitness") or 0.0)
+        self.start_epoch = int(ckpt["epoch"]) + 1
+        if self.start_epoch >= self.cfg.epochs:
+            raise SystemExit(f"{self.cfg.resume}: training to {self.cfg.epochs} epochs is finished, nothing to resume")
+        self.scheduler.last_epoch = self.start_epoch - 1
+        if ckpt.get("train_state"):
+            restore_rng(ckpt["train_state"])
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        if self.world > 1:
+            if self.cfg.sync_bn:
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+                LOGGER.info("Using SyncBatchNorm()")
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = nn.parallel.DistributedDataParallel(model, device_ids=ids, output_device=ids and ids[0])
+        if self.cfg.compile:
+            try:
+                model = torch.compile(model)
+            except Exception as e:  # noqa: BLE001 - any compiler failure means: train eagerly
+                LOGGER.warning(f"WARNING ⚠️ torch.compile failed ({e}); training in eager mode")
+        return model
+
+    # ------------------------------------------------------------------------------------------ loop
+    def fit(self) -> dict:
+        """Set up, train all epochs, validate best.pt; returns the final figures."""
+        try:
+            self.setup()
+            self._loop()
+            return self._finish()
+        finally:
+            dist.cleanup()
+
+    def _loop(self) -> None:
+        cfg, hyp, dev = self.cfg, self.hyp, self.device
+        nw = max(round(hyp["warmup_epochs"] * self.nb), 100)  # warmup iterations
+        last_opt_step = -1
+        stopper, stop = EarlyStopping(cfg.patience), False
+        self.final_figures = {}
+        t_start = time.time()
+        LOGGER.info(f"Image sizes {self.imgsz} train, {self.imgsz} val\nUsing {self.train_loader.num_workers} "
+                    f"dataloader workers\nLogging results to {colorstr('bold', str(self.save_dir))}\n"
+                    f"Starting training for {cfg.epochs} epochs...")
+        for epoch in range(self.start_epoch, cfg.epochs):
+            model = self.train_model
+            model.train()
+            self.task.on_epoch_start(self, epoch)
+            if hasattr(self.train_loader.sampler, "set_epoch"):
+                self.train_loader.sampler.set_epoch(epoch)
+            mloss = torch.zeros(len(self.task.loss_names), device=dev)
+            first_bad = torch.full((), -1, device=dev, dtype=torch.long)
+            LOGGER.info(("\n" + "%11s" * (4 + len(self.task.loss_names))) %
+                        ("Epoch", "GPU_mem", *self.task.loss_names, "Instances", "Size"))
+            pbar = tqdm(self.train_loader, bar_format=TQDM_BAR, disable=not self.main)
+            self.optimizer.zero_grad(set_to_none=True)
+            t_log = 0.0
+            for i, raw in enumerate(pbar):
+                ni = i + self.nb * epoch
+                batch = self.task.preprocess(raw, dev)
+                if ni <= nw:
+                    self.accumulate = warmup(self.optimizer, ni, nw, epoch, self.lf, hyp, NBS, cfg.batch_size)
+                if cfg.multi_scale:
+                    batch["img"] = self._random_resize(batch["img"])
+                with torch.autocast(dev.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                    preds = model(batch["img"])
+                    loss, items = self.criterion(preds, batch)
+                if self.world > 1:
+                    loss = loss * self.world  # DDP averages gradients over ranks; YOLOv5 losses are sums
+                if cfg.quad:
+                    loss = loss * 4.0
+                step_now = ni - last_opt_step >= self.accumulate
+                sync_ctx = model.no_sync() if (self.world > 1 and not step_now) else contextlib.nullcontext()
+                with sync_ctx:
+                    self.scaler.scale(loss).backward()
+                if step_now:
+                    self.scaler.unscale_(self.optimizer)
+                    clip_gradients(self.model, 10.0)
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    if self.ema is not None:
+                        self.ema.update(self.model)
+                    last_opt_step = ni
+                # Device-side bookkeeping only: reading these values every batch would stall the GPU.
+                mloss.mul_(i / (i + 1)).add_(items.detach().float() / (i + 1))
+                bad = ~torch.isfinite(loss.detach()).all()
+                first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, i), first_bad)
+                last_batch = i == self.nb - 1
+                if last_batch or time.time() - t_log > 0.5:  # read the device at most twice a second
+                    t_log = time.time()
+                    if int(first_bad) >= 0:
+                        raise NonFiniteLoss(f"loss became NaN or infinite at epoch {epoch}, batch {int(first_bad)}; "
+                                            f"kept the last good checkpoint {self.last}. Try a lower --hyp lr0 "
+                                            f"or check the labels of that batch.")
+                    if self.main:
+                        mem = f"{torch.cuda.memory_reserved() / 1e9 if torch.cuda.is_available() else 0:.3g}G"
+                        pbar.set_description(("%11s" * 2 + "%11.4g" * (2 + len(mloss))) % (
+                            f"{epoch}/{cfg.epochs - 1}", mem, *mloss.tolist(), self.task.instances(batch),
+                            batch["img"].shape[-1]))
+                if self.main and not cfg.noplots and ni < 3:
+                    self.task.plot_train_batch(batch, self.save_dir / f"train_batch{ni}.jpg")
+            lr = [g["lr"] for g in self.optimizer.param_groups]
+            self.scheduler.step()
+            timed_out = cfg.max_train_seconds and time.time() - t_start > cfg.max_train_seconds
+            if self.main:
+                final = epoch + 1 == cfg.epochs or stopper.possible_stop or bool(timed_out)
+                self.ema.update_attr(self.model, include=["yaml", "nc", "hyp", "names", "stride"])
+                figures, vloss = {}, np.zeros(len(self.task.loss_names))
+                if not cfg.noval or final:
+                    res = self.evaluator(self.ema.ema, self.criterion)
+                    figures, vloss = res.figures, res.losses if res.losses is not None else vloss
+                    self.maps = getattr(res.metric, "maps", None)
+                fi = self.task.fitness(figures) if figures else 0.0
+                stop = stopper(epoch, fi)
+                if fi >= self.best_fitness:
+                    self.best_fitness = fi
+                self.final_figures = figures
+                self.results_log.append(epoch, [*mloss.tolist(), *[figures.get(n, 0.0) for n in self.task.metric_names],
+                                                *vloss.tolist(), *lr])
+                if not cfg.nosave or final:
+                    self._save(epoch, fi)
+            if timed_out:
+                LOGGER.info(f"Stopping after epoch {epoch}: --max-train-seconds {cfg.max_train_seconds} reached")
+                stop = True
+            stop = dist.broadcast_object(stop)
+            if stop:
+                break
+        self.epochs_done = epoch + 1 - self.start_epoch if cfg.epochs > self.start_epoch else 0
+        self.train_hours = (time.time() - t_start) / 3600
+
+    def _random_resize(self, img: torch.Tensor) -> torch.Tensor:
+        sz = random.randrange(int(self.imgsz * 0.5), int(self.imgsz * 1.5) + self.gs) // self.gs * self.gs
+        sf = sz / max(img.shape[2:])
+        if sf == 1:
+            return img
+        ns = [math.ceil(x * sf / self.gs) * self.gs for x in img.shape[2:]]
+        return nn.functional.interpolate(img, size=ns, mode="bilinear", align_corners=False)
+
+    def _checkpoint(self, epoch: int) -> dict:
+        m = dist.unwrap(self.model)
+        half = lambda sd: {k: v.detach().half() if v.is_floating_point() else v.detach()  # noqa: E731
+                           for k, v in sd.items()}
+        return {
+            "format": "mt-yolov5", "version": 1, "task": self.task.name,
+            "model_yaml": deepcopy(m.yaml), "model": half(m.state_dict()), "ema": half(self.ema.ema.state_dict()),
+            "updates": int(self.ema.updates), "names": dict(self.names), "nc": self.nc,
+            "stride": [float(s) for s in getattr(m, "stride", torch.tensor([32.0])).tolist()],
+            "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+            "epoch": epoch, "best_fitness": float(self.best_fitness), "hyp": dict(self.hyp_in_saved()),
+            "opt": self.cfg.to_dict(), "train_state": rng_state(), "date": datetime.now().isoformat(),
+        }
+
+    def hyp_in_saved(self) -> dict:
+        """The hyperparameters as given (before train-time scaling), so resume starts from the same file values."""
+        return yaml.safe_load((self.save_dir / "hyp.yaml").read_text())
+
+    def _save(self, epoch: int, fi: float) -> None:
+        ckpt = self._checkpoint(epoch)
+        save_checkpoint(ckpt, self.last)
+        if self.best_fitness == fi:
+            save_checkpoint(ckpt, self.best)
+        if self.cfg.save_period > 0 and epoch % self.cfg.save_period == 0:
+            save_checkpoint(ckpt, self.wdir / f"epoch{epoch}.pt")
+
+    def _finish(self) -> dict:
+        if not self.main:
+            return {}
+        LOGGER.info(f"\n{self.epochs_done} epochs completed in {self.train_hours:.3f} hours.")
+        for f in (self.last, self.best):
+            if f.exists():
+                strip_optimizer(f)
+        figures = self.final_figures
+        if self.best.exists():
+            from utils.checkpoint import load_model
+
+            LOGGER.info(f"\nValidating {self.best}...")
+            model = load_model(self.best, device=self.device, fuse=True)
+            ev = Evaluator(self.task, self.val_loader, self.names, self.save_dir, plots=not self.cfg.noplots,
+                           verbose=True, post_kw=self.task.val_post_kw(self.data, training=False),
+                           metric_kw={"single_cls": self.cfg.single_cls})
+            figures = ev(model, self.criterion).figures
+        if not self.cfg.noplots:
+            self.results_log.plot()
+        LOGGER.info(f"Results saved to {colorstr('bold', str(self.save_dir))}")
+        return figures

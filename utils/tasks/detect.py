@@ -1,0 +1,144 @@
+"""Object detection: the base task of the engine (YOLOv5 v7.0 recipe)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from utils.engine.task import Task
+from utils.log import LOGGER
+from utils.tasks.detect_metric import DetMetric
+
+
+class DetectionTask(Task):
+    """Boxes from a Detect head, trained with YOLOv5's box/obj/cls loss and scored by mAP."""
+
+    name = "detect"
+    default_project = "runs/train"
+    loss_names = ("box_loss", "obj_loss", "cls_loss")
+    metric_names = DetMetric.names
+    fitness_weights = (0.0, 0.0, 0.1, 0.9)  # P, R, mAP50, mAP50-95
+
+    def check_data(self, data: str | dict) -> dict:
+        from utils.data.dataset_config import check_dataset
+
+        return check_dataset(data)
+
+    def build_model(self, cfg: str | dict, nc: int, hyp: dict | None = None) -> nn.Module:
+        from models.yolo import build_model
+
+        anchors = (hyp or {}).get("anchors")
+        model = build_model(cfg, ch=3, nc=nc, anchors=round(anchors) if anchors else None)
+        return model
+
+    def scale_hyp(self, hyp: dict, model: nn.Module, nc: int, imgsz: int) -> dict:
+        """YOLOv5's gains are tuned for 3 levels, 80 classes and 640 px; rescale them to this model and data."""
+        nl = model.model[-1].nl
+        hyp = dict(hyp)
+        hyp["box"] *= 3 / nl
+        hyp["cls"] *= nc / 80 * 3 / nl
+        hyp["obj"] *= (imgsz / 640) ** 2 * 3 / nl
+        return hyp
+
+    def build_dataloader(self, path: Any, cfg: Any, hyp: dict, batch_size: int, stride: int, mode: str,
+                         rank: int = -1):
+        from utils.data.dataset import create_dataloader
+
+        train = mode == "train"
+        return create_dataloader(
+            path, cfg.imgsz, batch_size, stride, single_cls=cfg.single_cls, hyp=hyp, augment=train,
+            cache=(cfg.cache or None) if train or cfg.cache != "disk" else None, pad=0.0 if train else 0.5,
+            rect=cfg.rect if train else True, rank=rank if train else -1,
+            workers=cfg.workers if train else cfg.workers * 2, image_weights=cfg.image_weights and train,
+            quad=cfg.quad and train, prefix="train: " if train else "val: ", shuffle=train, seed=cfg.seed)
+
+    def preprocess(self, batch: Any, device: torch.device, half: bool = False) -> dict:
+        imgs, targets, paths, shapes = batch
+        img = imgs.to(device, non_blocking=True)
+        img = (img.half() if half else img.float()) / 255
+        return {"img": img, "targets": targets.to(device, non_blocking=True), "paths": paths, "shapes": shapes,
+                "n_instances": int(targets.shape[0])}
+
+    def instances(self, batch: dict) -> int:
+        return batch["n_instances"]
+
+    def criterion(self, model: nn.Module, hyp: dict):
+        from utils.loss import DetectionLoss
+
+        loss = DetectionLoss(model.model[-1], hyp)
+        return lambda preds, batch: loss(preds, batch["targets"])
+
+    def split_eval_output(self, out: Any):
+        return (out[0], out[1]) if isinstance(out, (tuple, list)) else (out, None)
+
+    def postprocess(self, preds: torch.Tensor, conf_thres: float = 0.001, iou_thres: float = 0.6,
+                    max_det: int = 300, multi_label: bool = True, agnostic: bool = False, labels=()) -> list:
+        from utils.nms import non_max_suppression
+
+        return non_max_suppression(preds, conf_thres, iou_thres, labels=labels, multi_label=multi_label,
+                                   agnostic=agnostic, max_det=max_det)
+
+    def val_post_kw(self, data: dict, training: bool) -> dict:
+        # The final pass after training uses upstream's 0.65 IoU on COCO; everything else 0.6.
+        is_coco = str(data.get("val", "")).endswith("val2017.txt")
+        return {"conf_thres": 0.001, "iou_thres": 0.65 if (is_coco and not training) else 0.6, "max_det": 300}
+
+    def new_metric(self, names: dict[int, str], save_dir: Path, plots: bool = False, **opts: Any) -> DetMetric:
+        return DetMetric(names, save_dir, plots=plots, **opts)
+
+    def fitness(self, figures: dict[str, float]) -> float:
+        return float(np.dot([figures.get(n, 0.0) for n in self.metric_names], self.fitness_weights))
+
+    # ------------------------------------------------------------------------------------------ hooks
+    def on_train_start(self, trainer: Any) -> None:
+        cfg, ds = trainer.cfg, trainer.dataset
+        labels = np.concatenate(ds.labels, 0) if len(ds.labels) else np.zeros((0, 5))
+        if labels.size and labels[:, 0].max() >= trainer.nc:
+            raise SystemExit(f"Label class {int(labels[:, 0].max())} exceeds nc={trainer.nc} in {cfg.data}. "
+                             f"Possible class labels are 0-{trainer.nc - 1}")
+        if trainer.main and not cfg.noplots:
+            try:
+                from utils.plots import plot_labels
+
+                plot_labels(labels, list(trainer.names.values()), trainer.save_dir)
+            except Exception as e:  # noqa: BLE001 - plots are a courtesy, never a reason to stop training
+                LOGGER.warning(f"WARNING ⚠️ label plots failed: {e}")
+        if trainer.main and not cfg.noautoanchor:
+            from utils.autoanchor import check_anchors
+
+            check_anchors(ds, model=trainer.model, thr=trainer.hyp["anchor_t"], imgsz=trainer.imgsz)
+        trainer.model.half().float()  # round anchors to fp16 precision, as they will be stored
+
+    def on_epoch_start(self, trainer: Any, epoch: int) -> None:
+        if not trainer.cfg.image_weights:
+            return
+        ds, nc = trainer.dataset, trainer.nc
+        maps = getattr(trainer, "maps", None)
+        maps = np.zeros(nc) if maps is None else maps
+        labels = [lb[:, 0].astype(int) for lb in ds.labels]
+        counts = np.bincount(np.concatenate(labels), minlength=nc).astype(float) if labels else np.ones(nc)
+        cw = (1.0 / np.maximum(counts, 1)) * (1 - maps) ** 2 / nc
+        iw = np.array([cw[lb].sum() if len(lb) else cw.min() for lb in labels])
+        ds.indices = np.random.choice(len(ds.labels), size=len(ds.labels), p=iw / iw.sum())
+
+    def plot_train_batch(self, batch: dict, fname: Path) -> None:
+        from utils.plots import plot_images
+
+        plot_images(batch["img"], batch["targets"], batch["paths"], fname)
+
+    def plot_val_batch(self, batch: dict, preds: list, save_dir: Path, index: int) -> None:
+        from utils.plots import plot_images
+
+        plot_images(batch["img"], batch["targets"], batch["paths"], save_dir / f"val_batch{index}_labels.jpg")
+        out = [torch.cat((torch.full((len(p), 1), i, device=p.device), p[:, 5:6], p[:, :4], p[:, 4:5]), 1)
+               for i, p in enumerate(preds)]
+        rows = torch.cat(out, 0) if out else torch.zeros((0, 7))
+        if len(rows):  # predictions are xyxy pixels; plot_images takes xywh
+            from utils.boxes import xyxy2xywh
+
+            rows[:, 2:6] = xyxy2xywh(rows[:, 2:6])
+        plot_images(batch["img"], rows[:, :7], batch["paths"], save_dir / f"val_batch{index}_pred.jpg")
