@@ -316,12 +316,12 @@ def stub_state_dict(module: Any, prefix: str = "") -> dict[str, torch.Tensor]:
 
 def to_plain(obj: Any) -> Any:
     """Recursively turn numpy values, sets and stubs into plain Python (tensors are kept)."""
+    if isinstance(obj, np.generic):  # before the float check: np.float64 subclasses float
+        return obj.item()
     if isinstance(obj, torch.Tensor) or obj is None or isinstance(obj, (bool, int, float, str, bytes)):
         return obj
     if isinstance(obj, np.ndarray):
         return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
     if isinstance(obj, dict):
         return {to_plain(k): to_plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -385,3 +385,51 @@ def load_upstream(path: str | Path) -> dict:
     if out.get("model") is None and out.get("ema") is None:
         raise UpstreamPickleError(f"{path}: no pickled model under 'model' or 'ema', not a YOLOv5 checkpoint")
     return out
+
+
+def _child(obj: Any, name: str) -> Any:
+    return (module_state(obj).get("_modules") or {}).get(name)
+
+
+def _attr(obj: Any, name: str, default: Any = None) -> Any:
+    return module_state(obj).get(name, default)
+
+
+def _conv_args(conv_block: Any) -> list:
+    conv = _child(conv_block, "conv")
+    k, s, p = _attr(conv, "kernel_size")[0], _attr(conv, "stride")[0], _attr(conv, "padding")[0]
+    args = [_attr(conv, "out_channels"), k, s, p]
+    g, d = _attr(conv, "groups", 1), _attr(conv, "dilation", (1,))[0]
+    if g != 1 or d != 1:
+        args += [g, d]
+    return args
+
+
+def classify_yaml_from_stub(model: Any, nc: int | None) -> dict:
+    """Rebuild a model YAML for an upstream ClassificationModel (which pickles no yaml) from its layer shapes."""
+    seq = _child(model, "model")
+    layers = list((module_state(seq).get("_modules") or {}).values())
+    if not layers:
+        raise UpstreamPickleError("classification model without layers")
+    first_conv = _child(layers[0], "conv")
+    backbone, head = [], []
+    for layer in layers:
+        kind = stub_name(layer).rsplit(".", 1)[-1]
+        f = _attr(layer, "f", -1)
+        if kind == "Conv":
+            backbone.append([f, 1, "Conv", _conv_args(layer)])
+        elif kind == "C3":
+            bottlenecks = list((module_state(_child(layer, "m")).get("_modules") or {}).values())
+            shortcut = bool(_attr(bottlenecks[0], "add", True)) if bottlenecks else True
+            c2 = _attr(_child(_child(layer, "cv3"), "conv"), "out_channels")
+            backbone.append([f, len(bottlenecks), "C3", [c2, shortcut]])
+        elif kind == "SPPF":
+            c2 = _attr(_child(_child(layer, "cv2"), "conv"), "out_channels")
+            backbone.append([f, 1, "SPPF", [c2, _attr(_child(layer, "m"), "kernel_size")]])
+        elif kind == "Classify":
+            out = _attr(_child(layer, "linear"), "out_features")
+            head.append([f, 1, "Classify", [int(nc if nc is not None else out)]])
+        else:
+            raise UpstreamPickleError(f"cannot rebuild a classification model containing {kind} layers")
+    return {"nc": int(nc if nc is not None else head[-1][3][0]), "depth_multiple": 1.0, "width_multiple": 1.0,
+            "ch": _attr(first_conv, "in_channels", 3), "backbone": backbone, "head": head}

@@ -1,0 +1,250 @@
+"""Our checkpoint format (loadable with torch.load(weights_only=True)), upstream conversion, and model loading.
+
+A checkpoint is a dict of tensors and plain Python only:
+  format 'mt-yolov5', version 1, task ('detect' | 'segment' | 'classify'), model_yaml (dict),
+  model (state_dict, FP16), names {int: str}, stride [float], nc int, ema (state_dict FP16 | None),
+  updates int | None, optimizer (state dict | None), epoch int (-1 once training finished),
+  best_fitness float | None, opt dict (paths as str), date str,
+  optional train_state (RNG states as tensors, for --resume) and git dict.
+Upstream YOLOv5 v7.0 files (pickled modules) are converted to this layout on load, with no code from the file run.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+import warnings
+import zipfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from utils.log import LOGGER
+from utils.upstream_pickle import (
+    UpstreamPickleError,
+    classify_yaml_from_stub,
+    load_upstream,
+    pickle_globals,
+    to_plain,
+)
+
+FORMAT = "mt-yolov5"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A weights file that is neither one of ours nor an upstream YOLOv5 checkpoint, or is inconsistent."""
+
+
+def half_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached CPU copy of a state dict with floating tensors in FP16 (what upstream's .half() checkpoints hold)."""
+    return {k: (v.detach().half() if v.is_floating_point() else v.detach()).cpu().clone() for k, v in sd.items()}
+
+
+def task_of(model: torch.nn.Module) -> str:
+    """'segment', 'classify' or 'detect' from the model class name."""
+    name = type(model).__name__
+    return "segment" if "Segment" in name else "classify" if "Classif" in name else "detect"
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy and torch RNG states in weights_only-loadable form (for exact resume)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    np_state = (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)
+    return {"python": random.getstate(), "numpy": np_state,
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore states saved by rng_state()."""
+    random.setstate(tuple(state["python"][:1]) + (tuple(state["python"][1]),) + tuple(state["python"][2:]))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def make_checkpoint(model: torch.nn.Module, ema: torch.nn.Module | None = None, updates: int | None = None,
+                    optimizer: torch.optim.Optimizer | dict | None = None, epoch: int = -1,
+                    best_fitness: float | None = None, opt: dict | None = None,
+                    train_state: dict | None = None) -> dict[str, Any]:
+    """Build our checkpoint dict from live objects (model weights stored FP16, paths in opt stored as str)."""
+    model = getattr(model, "module", model)  # unwrap DDP
+    ck = {
+        "format": FORMAT, "version": VERSION, "task": task_of(model),
+        "model_yaml": to_plain(getattr(model, "yaml", None)),
+        "model": half_state_dict(model.state_dict()),
+        "names": {int(k): str(v) for k, v in dict(getattr(model, "names", {}) or {}).items()},
+        "stride": [float(s) for s in torch.as_tensor(getattr(model, "stride", [])).flatten().tolist()],
+        "nc": int(getattr(model, "nc", 0) or 0),
+        "ema": half_state_dict(ema.state_dict()) if ema is not None else None,
+        "updates": updates,
+        "optimizer": optimizer.state_dict() if isinstance(optimizer, torch.optim.Optimizer) else optimizer,
+        "epoch": int(epoch),
+        "best_fitness": None if best_fitness is None else float(np.asarray(best_fitness).reshape(-1)[0]),
+        "opt": to_plain(dict(opt or {})),
+        "date": datetime.now().isoformat(),
+    }
+    if train_state is not None:
+        ck["train_state"] = train_state
+    return ck
+
+
+def save_checkpoint(ckpt: dict, path: str | Path) -> Path:
+    """Write ckpt atomically: a temp file in the same folder, fsync, then os.replace over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(ckpt, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable; not possible on every OS/filesystem
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+    return path
+
+
+def _is_upstream(path: Path) -> bool:
+    try:
+        return any(g.startswith(("models.", "utils.")) for g in pickle_globals(path))
+    except (zipfile.BadZipFile, UpstreamPickleError, ValueError, OSError):
+        return False
+
+
+def _from_upstream(path: Path) -> dict[str, Any]:
+    try:
+        up = load_upstream(path)
+    except UpstreamPickleError as e:
+        raise CheckpointError(str(e)) from None
+    src = up["ema"] if up.get("ema") is not None else up["model"]
+    yaml = src["yaml"]
+    if yaml is None and src["task"] == "classify":
+        yaml = classify_yaml_from_stub(src["module"], src["nc"])
+    bf = up.get("best_fitness")
+    bf = bf[0] if isinstance(bf, (list, tuple)) and bf else bf
+    opt = up.get("opt") if isinstance(up.get("opt"), dict) else {}
+    if src.get("hyp") and "hyp" not in opt:
+        opt = {**opt, "hyp": src["hyp"]}
+    ck = {
+        "format": FORMAT, "version": VERSION, "task": src["task"], "model_yaml": yaml,
+        # state dicts map 1:1 (upstream --weights fine-tuning reads the raw 'model'); inference prefers 'ema'
+        "model": half_state_dict((up["model"] or src)["state_dict"]),
+        "names": src["names"], "stride": src["stride"],
+        "nc": src["nc"] if src["nc"] is not None else len(src["names"]),
+        "ema": half_state_dict(up["ema"]["state_dict"]) if up.get("ema") is not None else None,
+        "updates": up.get("updates"),
+        "optimizer": up.get("optimizer"),
+        "epoch": int(up["epoch"]) if up.get("epoch") is not None else -1,
+        "best_fitness": None if bf is None else float(bf),
+        "opt": opt, "date": str(up.get("date") or ""), "source": "upstream",
+    }
+    if isinstance(up.get("git"), dict):
+        ck["git"] = up["git"]
+    return ck
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load one of our checkpoints (weights_only) or convert an upstream YOLOv5 .pt; clear CheckpointError otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found")
+    if _is_upstream(path):
+        return _from_upstream(path)
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
+        if zipfile.is_zipfile(path):
+            try:
+                return _from_upstream(path)
+            except CheckpointError:
+                pass
+        raise CheckpointError(f"{path}: not a YOLOv5 checkpoint ({str(e).splitlines()[0][:200]})") from None
+    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an MT-YOLOv5 or upstream YOLOv5 checkpoint (no 'format': '{FORMAT}')")
+    if int(ck.get("version", 0)) > VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {ck['version']} is newer than supported ({VERSION})")
+    missing = [k for k in ("model_yaml", "model", "nc") if k not in ck]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    return ck
+
+
+def build_from_checkpoint(ck: dict[str, Any], source: str | Path = "<checkpoint>", use_ema: bool = True):
+    """Rebuild the model described by a checkpoint dict and load its weights (float32, strict)."""
+    from models.yolo import build_model
+
+    yaml = ck.get("model_yaml")
+    if not isinstance(yaml, dict):
+        raise CheckpointError(f"{source}: checkpoint has no model_yaml to rebuild the model from")
+    sd = ck["ema"] if use_ema and ck.get("ema") is not None else ck["model"]
+    model = build_model(dict(yaml), ch=int(yaml.get("ch", 3)), nc=ck.get("nc"))
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{source}: weights do not match the model its yaml builds ({str(e)[:300]})") from None
+    model.float()
+    model.names = {int(k): v for k, v in ck.get("names", {}).items()} or {i: f"class{i}" for i in range(model.nc)}
+    if ck.get("stride"):
+        model.stride = torch.tensor(ck["stride"], dtype=torch.float32)
+    return model
+
+
+def load_model(weights: str | Path | list | tuple, device: str | torch.device = "cpu", fuse: bool = True,
+               inplace: bool = True) -> torch.nn.Module:
+    """Load a checkpoint (ours or upstream) as an eval-mode float model on `device`; a list uses its first entry."""
+    from utils.downloads import attempt_download
+
+    if isinstance(weights, (list, tuple)):
+        if len(weights) > 1:
+            warnings.warn(f"ensembles are not supported: using {weights[0]} only", stacklevel=2)
+            LOGGER.warning(f"WARNING ⚠️ ensembles are not supported, using {weights[0]} only")
+        weights = weights[0]
+    path = attempt_download(weights)
+    model = build_from_checkpoint(load_checkpoint(path), path)
+    for m in model.modules():
+        # upstream's attempt_load switches activations and heads to in-place for inference
+        if type(m).__name__ in ("Hardswish", "LeakyReLU", "ReLU", "ReLU6", "SiLU", "Detect", "Segment"):
+            m.inplace = inplace
+    model.eval()
+    if fuse and hasattr(model, "fuse"):
+        model = model.fuse()
+    return model.eval().to(device)
+
+
+def strip_optimizer(f: str | Path = "best.pt", s: str | Path = "") -> Path:
+    """Finalise a training checkpoint: model <- ema, drop optimizer/ema/updates/best_fitness/train_state, epoch -1."""
+    f = Path(f)
+    ck = load_checkpoint(f)
+    if ck.get("ema") is not None:
+        ck["model"] = ck["ema"]
+    ck.update(ema=None, optimizer=None, updates=None, best_fitness=None, epoch=-1)
+    ck.pop("train_state", None)
+    ck["model"] = half_state_dict(ck["model"])
+    out = save_checkpoint(ck, s or f)
+    mb = out.stat().st_size / 1e6
+    LOGGER.info(f"Optimizer stripped from {f},{f' saved as {s},' if s else ''} {mb:.1f}MB")
+    return out
+
+
+def intersect_state_dict(da: dict, db: dict, exclude: tuple | list = ()) -> dict:
+    """Entries of da whose key is in db with the same shape and contains none of the `exclude` substrings."""
+    return {k: v for k, v in da.items()
+            if k in db and not any(x in k for x in exclude) and v.shape == db[k].shape}
