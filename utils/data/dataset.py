@@ -1,0 +1,403 @@
+"""The detection training/validation dataset (images + YOLO labels) and its DataLoader."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import math
+import os
+import random
+from multiprocessing.pool import ThreadPool
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+from utils.boxes import xyn2xy, xywhn2xyxy, xyxy2xywhn
+from utils.data.augment import aligned, augment_hsv, flip_lr, flip_ud, load_mosaic, mixup, random_perspective
+from utils.data.formats import is_image_file
+from utils.data.imageio import imread, letterbox
+from utils.data.labels import NUM_THREADS, img2label_paths, labels_dir_for, scan_labels
+from utils.log import LOGGER
+from utils.paths import DATASETS_DIR
+
+RANK = int(os.getenv("RANK", -1))
+PIN_MEMORY = str(os.getenv("PIN_MEMORY", True)).lower() == "true"
+MAX_LOAD_RETRIES = 10
+CACHE_KEYS = ("hash", "results", "msgs", "version")
+# Augmentation values used when a key is missing from the given hyp (scratch-low values).
+DEFAULT_AUG = dict(hsv_h=0.015, hsv_s=0.7, hsv_v=0.4, degrees=0.0, translate=0.1, scale=0.5, shear=0.0,
+                   perspective=0.0, flipud=0.0, fliplr=0.5, mosaic=1.0, mixup=0.0, copy_paste=0.0)
+
+
+class ImageLoadError(RuntimeError):
+    """An image that passed the scan can no longer be read (deleted or damaged since)."""
+
+    def __init__(self, file: str, reason: str):
+        super().__init__(reason)
+        self.file = file
+
+
+def find_images(path, prefix: str = "") -> list[str]:
+    """Image files from a folder (recursive), a .txt list (relative entries resolve against its folder),
+    a single image, or a list of these; sorted. Raises a one-line error naming the path."""
+    files = []
+    for p in path if isinstance(path, (list, tuple)) else [path]:
+        p = Path(p)
+        if p.is_dir():
+            files += glob.glob(str(p / "**" / "*.*"), recursive=True)
+        elif p.is_file() and p.suffix.lower() == ".txt":
+            parent = str(p.parent) + os.sep
+            lines = p.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+            files += [x.strip().replace("./", parent, 1) if x.strip().startswith("./") else x.strip()
+                      for x in lines if x.strip()]
+        elif p.is_file():
+            files.append(str(p))
+        else:
+            raise FileNotFoundError(f"{prefix}{p} does not exist")
+    im_files = sorted(os.path.normpath(x) for x in files if is_image_file(x))
+    if not im_files:
+        raise FileNotFoundError(f"{prefix}No images found in {path}")
+    return im_files
+
+
+def _cache_path(path) -> Path:
+    """Where the label scan cache lives: next to a .txt list, or as `<labels dir>.cache`."""
+    p = Path(path[0] if isinstance(path, (list, tuple)) else path)
+    if p.is_file() and p.suffix.lower() == ".txt":
+        return p.with_suffix(".cache")
+    return labels_dir_for(p if p.is_dir() else p.parent).with_suffix(".cache")
+
+
+def _npy_dir(im_file: str) -> Path:
+    """Disk-cache folder for an image: `<dataset root>/.cache_npy` (root = the folder holding `images/`),
+    else a per-folder directory under DATASETS_DIR; never the folder of the images themselves."""
+    head, sep, _ = im_file.rpartition(f"{os.sep}images{os.sep}")
+    if sep and os.access(head, os.W_OK):
+        return Path(head) / ".cache_npy"
+    key = hashlib.md5((head if sep else os.path.dirname(im_file)).encode()).hexdigest()[:12]
+    return DATASETS_DIR / ".cache_npy" / key
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (None when the OS does not say)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+class YoloDataset(Dataset):
+    """Images with YOLO box (or polygon) labels; mosaic/mixup/perspective/HSV/flip augmentation when `augment`.
+
+    Items are (image uint8 CHW RGB, labels (n, 6) [0, cls, x, y, w, h] normalised, path, shapes|None).
+    `get_sample` exposes the augmented sample with aligned pixel polygons for datasets that need masks.
+    """
+
+    def __init__(self, path, img_size: int = 640, batch_size: int = 16, augment: bool = False, hyp: dict | None = None,
+                 rect: bool = False, image_weights: bool = False, cache_images: str | None = None,
+                 single_cls: bool = False, stride: int = 32, pad: float = 0.0, min_items: int = 0, prefix: str = "",
+                 nc: int | None = None):
+        self.img_size, self.augment, self.image_weights = img_size, augment, image_weights
+        self.hyp = {**DEFAULT_AUG, **(hyp or {})}
+        self.rect = False if image_weights else rect
+        self.mosaic = augment and not self.rect  # a rectangular batch shape and a square mosaic don't mix
+        self.mosaic_border = [-img_size // 2, -img_size // 2]
+        self.stride, self.path, self.prefix = stride, path, prefix
+        self.failed_files: set[str] = set()
+        self.load_failures = 0
+
+        im_files = find_images(path, prefix)
+        cache = scan_labels(im_files, img2label_paths(im_files), _cache_path(path), prefix, nc)
+        nf, nm, ne, ncorrupt, _ = cache["results"]
+        self.counts = dict(found=nf, missing=nm, empty=ne, corrupt=ncorrupt)
+        self.im_files = [f for f in im_files if f in cache]  # corrupt images are left out of everything
+        if not self.im_files:
+            raise ValueError(f"{prefix}No usable images in {path}: all {len(im_files)} are corrupt "
+                             "(see the warnings above)")
+        self.labels = [cache[f][0] for f in self.im_files]
+        self.shapes = np.array([cache[f][1] for f in self.im_files], dtype=np.float64).reshape(-1, 2)  # (w, h)
+        self.segments = [list(cache[f][2]) for f in self.im_files]
+        if augment and nf == 0:
+            LOGGER.warning(f"{prefix}WARNING ⚠️ no label files found for {path}: every image is a background")
+
+        if min_items:
+            keep = [i for i, lb in enumerate(self.labels) if len(lb) >= min_items]
+            LOGGER.info(f"{prefix}{len(self.labels) - len(keep)}/{len(self.labels)} images filtered "
+                        f"(fewer than {min_items} labels)")
+            self._reorder(np.array(keep, dtype=int))
+        if single_cls:
+            for lb in self.labels:
+                lb[:, 0] = 0
+        self.label_files = img2label_paths(self.im_files)
+
+        n = len(self.im_files)
+        self.batch = np.floor(np.arange(n) / batch_size).astype(int)
+        self.n, self.indices = n, list(range(n))
+        self.batch_shapes = None
+        if self.rect:
+            self._make_rect_batches(batch_size, stride, pad)
+
+        self.ims: list = [None] * n
+        self.im_hw0: list = [None] * n
+        self.im_hw: list = [None] * n
+        self.npy_files = [_npy_dir(f) / f"{Path(f).stem}_{hashlib.md5(f.encode()).hexdigest()[:10]}.npy"
+                          for f in self.im_files]
+        self.cache_mode = cache_images if cache_images in ("ram", "disk") else None
+        if self.cache_mode == "ram" and not self.check_cache_ram(prefix=prefix):
+            self.cache_mode = None
+        if self.cache_mode:
+            self._cache_images()
+
+    # --- bookkeeping -------------------------------------------------------------------------------------------
+    def _reorder(self, idx: np.ndarray) -> None:
+        self.im_files = [self.im_files[i] for i in idx]
+        self.labels = [self.labels[i] for i in idx]
+        self.segments = [self.segments[i] for i in idx]
+        self.shapes = self.shapes[idx]
+
+    def _make_rect_batches(self, batch_size: int, stride: int, pad: float) -> None:
+        """Sort by aspect ratio and give each batch the smallest stride-multiple shape that fits its images."""
+        ar = self.shapes[:, 1] / self.shapes[:, 0]  # h / w
+        order = ar.argsort()
+        self._reorder(order)
+        self.label_files = img2label_paths(self.im_files)
+        ar = ar[order]
+        nb = int(self.batch[-1]) + 1
+        shapes = [[1.0, 1.0]] * nb
+        for i in range(nb):
+            ari = ar[self.batch == i]
+            if ari.max() < 1:
+                shapes[i] = [ari.max(), 1.0]
+            elif ari.min() > 1:
+                shapes[i] = [1.0, 1.0 / ari.min()]
+        self.batch_shapes = (np.ceil(np.array(shapes) * self.img_size / stride + pad).astype(int) * stride)  # (h, w)
+
+    def check_cache_ram(self, safety_margin: float = 0.1, prefix: str = "") -> bool:
+        """Estimate the RAM that caching all resized images needs (from a sample of 30) and compare to what's free."""
+        k = min(self.n, 30)
+        b = 0
+        for i in random.sample(range(self.n), k=k):
+            im = imread(self.im_files[i])
+            if im is None:
+                continue
+            r = self.img_size / max(im.shape[:2])
+            b += im.nbytes * r**2
+        need = b * self.n / max(k, 1)
+        avail = available_memory()
+        ok = avail is None or need * (1 + safety_margin) < avail
+        if not ok:
+            LOGGER.warning(f"{prefix}WARNING ⚠️ not caching images in RAM: {need / 2**30:.1f} GB needed with "
+                           f"{int(safety_margin * 100)}% margin, {avail / 2**30:.1f} GB available")
+        return ok
+
+    def _cache_images(self) -> None:
+        from tqdm import tqdm
+
+        fn = self._cache_to_disk if self.cache_mode == "disk" else self.load_image
+        gb = 0.0
+        with ThreadPool(NUM_THREADS) as pool:
+            pbar = tqdm(enumerate(pool.imap(self._try(fn), range(self.n))), total=self.n,
+                        bar_format="{l_bar}{bar:10}{r_bar}", disable=self.n < 2)
+            for i, x in pbar:
+                if self.cache_mode == "disk":
+                    gb += self.npy_files[i].stat().st_size if x and self.npy_files[i].exists() else 0
+                elif x is not None:
+                    self.ims[i], self.im_hw0[i], self.im_hw[i] = x
+                    gb += x[0].nbytes
+                pbar.desc = f"{self.prefix}Caching images ({gb / 2**30:.1f}GB {self.cache_mode})"
+            pbar.close()
+
+    def _try(self, fn):
+        def wrapped(i):
+            try:
+                return fn(i)
+            except (ImageLoadError, OSError) as e:
+                self._note_failure(e, getattr(e, "file", self.im_files[i]))
+                return None
+        return wrapped
+
+    def _cache_to_disk(self, i: int) -> bool:
+        f = self.npy_files[i]
+        if not f.exists():
+            im = imread(self.im_files[i])
+            if im is None:
+                raise ImageLoadError(self.im_files[i], "file missing or unreadable")
+            f.parent.mkdir(parents=True, exist_ok=True)
+            tmp = f.with_name(f.name + f".tmp{os.getpid()}.npy")
+            np.save(tmp, im, allow_pickle=False)
+            os.replace(tmp, f)
+        return True
+
+    def _note_failure(self, e: Exception, file: str) -> None:
+        self.load_failures += 1
+        if file not in self.failed_files:
+            self.failed_files.add(file)
+            LOGGER.warning(f"{self.prefix}WARNING ⚠️ {file}: could not be loaded ({e}); using another image instead")
+
+    # --- loading -----------------------------------------------------------------------------------------------
+    def load_image(self, i: int) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
+        """Image i resized so its long side is img_size: (im BGR, (h0, w0), (h, w)). Raises ImageLoadError."""
+        if self.ims[i] is not None:
+            return self.ims[i], self.im_hw0[i], self.im_hw[i]
+        f, npy = self.im_files[i], self.npy_files[i]
+        im = None
+        if self.cache_mode == "disk" and npy.exists():
+            try:
+                if not os.path.exists(f) or npy.stat().st_mtime >= os.stat(f).st_mtime:  # stale copies are re-read
+                    im = np.load(npy, allow_pickle=False)
+            except (OSError, ValueError):
+                im = None
+        if im is None:
+            im = imread(f)
+            if im is None:
+                raise ImageLoadError(f, "file unreadable" if os.path.exists(f) else "file no longer exists")
+        h0, w0 = im.shape[:2]
+        r = self.img_size / max(h0, w0)
+        if r != 1:
+            # INTER_AREA keeps downscaled validation images faithful; training tolerates the faster LINEAR.
+            interp = cv2.INTER_LINEAR if (self.augment or r > 1) else cv2.INTER_AREA
+            im = cv2.resize(im, (math.ceil(w0 * r), math.ceil(h0 * r)), interpolation=interp)
+        return im, (h0, w0), im.shape[:2]
+
+    def get_sample(self, index: int) -> tuple[np.ndarray, np.ndarray, list, tuple | None]:
+        """Augmented sample: (im HWC BGR, labels (n, 5) cls xywhn, aligned pixel polygons or [], shapes|None)."""
+        hyp = self.hyp
+        if self.mosaic and random.random() < hyp["mosaic"]:
+            img, labels, segments = load_mosaic(self, index)
+            shapes = None
+            if random.random() < hyp["mixup"]:
+                img2, labels2, segments2 = load_mosaic(self, random.choice(self.indices))
+                both = aligned(labels, segments) and aligned(labels2, segments2)
+                img, labels = mixup(img, labels, img2, labels2)
+                segments = segments + segments2 if both else []
+        else:
+            img, (h0, w0), (h, w) = self.load_image(index)
+            shape = self.batch_shapes[self.batch[index]] if self.rect else self.img_size
+            img, ratio, pad = letterbox(img, shape, auto=False, scaleup=self.augment)
+            shapes = (h0, w0), ((h / h0, w / w0), pad)
+            labels = self.labels[index].copy()
+            segments = [xyn2xy(s, ratio[0] * w, ratio[1] * h, pad[0], pad[1]) for s in self.segments[index]]
+            if labels.size:
+                labels[:, 1:] = xywhn2xyxy(labels[:, 1:], ratio[0] * w, ratio[1] * h, pad[0], pad[1])
+            if self.augment:
+                img, labels, segments = random_perspective(img, labels, segments, degrees=hyp["degrees"],
+                                                           translate=hyp["translate"], scale=hyp["scale"],
+                                                           shear=hyp["shear"], perspective=hyp["perspective"])
+        if len(labels):
+            labels[:, 1:5] = xyxy2xywhn(labels[:, 1:5], w=img.shape[1], h=img.shape[0], clip=True, eps=1e-3)
+        if self.augment:
+            augment_hsv(img, hgain=hyp["hsv_h"], sgain=hyp["hsv_s"], vgain=hyp["hsv_v"])
+            if random.random() < hyp["flipud"]:
+                img, labels, segments = flip_ud(img, labels, segments)
+            if random.random() < hyp["fliplr"]:
+                img, labels, segments = flip_lr(img, labels, segments)
+        return img, labels, segments, shapes
+
+    def get_sample_safe(self, index: int) -> tuple[int, tuple]:
+        """get_sample, substituting a random other image when a file fails to load; returns (index used, sample)."""
+        for _ in range(MAX_LOAD_RETRIES):
+            try:
+                return index, self.get_sample(index)
+            except ImageLoadError as e:
+                self._note_failure(e, e.file)
+                good = [i for i in self.indices if self.im_files[i] not in self.failed_files] or self.indices
+                index = random.choice(good)
+        raise RuntimeError(f"{self.prefix}{MAX_LOAD_RETRIES} images in a row failed to load; last: "
+                           f"{self.im_files[index]}. Is the dataset folder still there?")
+
+    def __len__(self) -> int:
+        return len(self.im_files)
+
+    def __getitem__(self, index: int):
+        index, (img, labels, _, shapes) = self.get_sample_safe(self.indices[index])
+        labels_out = torch.zeros((len(labels), 6))
+        if len(labels):
+            labels_out[:, 1:] = torch.from_numpy(labels)
+        img = np.ascontiguousarray(img.transpose((2, 0, 1))[::-1])  # HWC BGR -> CHW RGB
+        return torch.from_numpy(img), labels_out, self.im_files[index], shapes
+
+    @staticmethod
+    def collate_fn(batch):
+        """Stack images; targets get their image index in column 0."""
+        im, label, path, shapes = zip(*batch)
+        for i, lb in enumerate(label):
+            lb[:, 0] = i
+        return torch.stack(im, 0), torch.cat(label, 0), path, shapes
+
+    @staticmethod
+    def collate_fn4(batch):
+        """Quad collate: every 4 images become one of twice the size (a 2x2 tile, or the first image upscaled);
+        a last group of fewer than 4 images is upscaled image by image."""
+        im, label, path, shapes = zip(*batch)
+        ims, labels, paths, shps = [], [], [], []
+        dy = torch.tensor([[0.0, 0, 0, 1, 0, 0]])
+        dx = torch.tensor([[0.0, 0, 1, 0, 0, 0]])
+        half = torch.tensor([[1.0, 1, 0.5, 0.5, 0.5, 0.5]])
+
+        def upscaled(k):
+            big = F.interpolate(im[k].unsqueeze(0).float(), scale_factor=2.0, mode="bilinear", align_corners=False)
+            ims.append(big[0].round().clamp(0, 255).to(im[k].dtype))
+            labels.append(label[k].clone())
+            paths.append(path[k])
+            shps.append(shapes[k])
+
+        for j in range(0, len(im), 4):
+            if j + 4 > len(im):
+                for k in range(j, len(im)):
+                    upscaled(k)
+            elif random.random() < 0.5:
+                upscaled(j)
+            else:  # j top-left, j+1 below it, j+2 top-right, j+3 bottom-right
+                ims.append(torch.cat((torch.cat((im[j], im[j + 1]), 1), torch.cat((im[j + 2], im[j + 3]), 1)), 2))
+                lb = torch.cat((label[j], label[j + 1] + dy, label[j + 2] + dx, label[j + 3] + dy + dx), 0)
+                labels.append(lb * half)
+                paths.append(path[j])
+                shps.append(shapes[j])
+        for i, lb in enumerate(labels):
+            lb[:, 0] = i
+        return torch.stack(ims, 0), torch.cat(labels, 0), tuple(paths), tuple(shps)
+
+
+def seed_worker(worker_id: int) -> None:
+    """Give each DataLoader worker its own reproducible python/numpy random state."""
+    worker_seed = torch.initial_seed() % 2**32
+    np.random.seed(worker_seed)
+    random.seed(worker_seed)
+
+
+def create_dataloader(path, imgsz: int, batch_size: int, stride: int, single_cls: bool = False, hyp: dict | None = None,
+                      augment: bool = False, cache=None, pad: float = 0.0, rect: bool = False, rank: int = -1,
+                      workers: int = 8, image_weights: bool = False, quad: bool = False, prefix: str = "",
+                      shuffle: bool = False, seed: int = 0, min_items: int = 0,
+                      nc: int | None = None) -> tuple[DataLoader, YoloDataset]:
+    """A DataLoader over a YoloDataset (DistributedSampler when rank != -1, seeded, persistent workers)."""
+    if rect and shuffle:
+        LOGGER.warning("WARNING ⚠️ --rect is incompatible with DataLoader shuffle, setting shuffle=False")
+        shuffle = False
+    dataset = YoloDataset(path, imgsz, batch_size, augment=augment, hyp=hyp, rect=rect, image_weights=image_weights,
+                          cache_images=cache if cache in ("ram", "disk") else ("ram" if cache is True else None),
+                          single_cls=single_cls, stride=int(stride), pad=pad, min_items=min_items, prefix=prefix,
+                          nc=nc)
+    batch_size = min(batch_size, len(dataset))
+    nd = torch.cuda.device_count()
+    nw = min((os.cpu_count() or 1) // max(nd, 1), batch_size if batch_size > 1 else 0, workers)
+    sampler = None if rank == -1 else DistributedSampler(dataset, shuffle=shuffle)
+    generator = torch.Generator()
+    generator.manual_seed(6148914691236517205 + seed + RANK)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, num_workers=nw,
+                        sampler=sampler, pin_memory=PIN_MEMORY and torch.cuda.is_available(),
+                        collate_fn=YoloDataset.collate_fn4 if quad else YoloDataset.collate_fn,
+                        worker_init_fn=seed_worker, generator=generator, persistent_workers=nw > 0)
+    return loader, dataset
