@@ -1,0 +1,107 @@
+"""Optimizer construction (upstream's three parameter groups), LR schedules, warmup and gradient clipping."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from utils.log import LOGGER, colorstr
+
+
+def param_groups(model: nn.Module) -> tuple[list, list, list]:
+    """(biases, decayed weights, norm-layer weights), each parameter counted once, in module order."""
+    biases, weights, norm_weights = [], [], []
+    seen: set[int] = set()
+    for module in model.modules():
+        is_norm = "Norm" in type(module).__name__  # BatchNorm2d, LayerNorm, GroupNorm... all skip weight decay
+        for name, p in module.named_parameters(recurse=False):
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            if name == "bias":
+                biases.append(p)
+            elif name == "weight" and is_norm:
+                norm_weights.append(p)
+            else:
+                weights.append(p)
+    return biases, weights, norm_weights
+
+
+def _fast_kwargs(opt_cls: type, params: list[torch.Tensor]) -> dict:
+    """fused=True when every param is on CUDA and the optimizer accepts it, else foreach=True."""
+    sig = inspect.signature(opt_cls.__init__).parameters
+    if params and all(p.is_cuda for p in params) and "fused" in sig:
+        return {"fused": True}
+    return {"foreach": True} if "foreach" in sig else {}
+
+
+def smart_optimizer(model: nn.Module, name: str = "SGD", lr: float = 0.001, momentum: float = 0.9,
+                    decay: float = 1e-5) -> torch.optim.Optimizer:
+    """Optimizer with group 0 = biases (no decay), group 1 = weights (decay), group 2 = norm weights (no decay)."""
+    g_bias, g_weight, g_norm = param_groups(model)
+    all_params = g_bias + g_weight + g_norm
+    key = name.lower()
+    if key == "sgd":
+        cls, kw = torch.optim.SGD, {"lr": lr, "momentum": momentum, "nesterov": True}
+    elif key == "adam":
+        cls, kw = torch.optim.Adam, {"lr": lr, "betas": (momentum, 0.999)}
+    elif key == "adamw":
+        cls, kw = torch.optim.AdamW, {"lr": lr, "betas": (momentum, 0.999), "weight_decay": 0.0}
+    elif key == "rmsprop":
+        cls, kw = torch.optim.RMSprop, {"lr": lr, "momentum": momentum}
+    else:
+        raise NotImplementedError(f"optimizer '{name}' is not supported: use SGD, Adam, AdamW or RMSProp")
+    kw.update(_fast_kwargs(cls, all_params))
+    # Upstream's order: biases first, then decayed weights, then norm weights (results.csv x/lr0..2 follow it).
+    optimizer = cls(g_bias, **kw)
+    optimizer.add_param_group({"params": g_weight, "weight_decay": decay})
+    optimizer.add_param_group({"params": g_norm, "weight_decay": 0.0})
+    LOGGER.info(f"{colorstr('optimizer:')} {cls.__name__}(lr={lr}) with parameter groups "
+                f"{len(g_norm)} weight(decay=0.0), {len(g_weight)} weight(decay={decay}), {len(g_bias)} bias")
+    return optimizer
+
+
+def lr_lambda(lrf: float, epochs: int, cos: bool = False) -> Callable[[int], float]:
+    """LR multiplier per epoch: linear 1 -> lrf, or cosine one-cycle 1 -> lrf over `epochs`."""
+    if cos:
+        return lambda x: ((1 - math.cos(x * math.pi / epochs)) / 2) * (lrf - 1) + 1
+    return lambda x: (1 - x / epochs) * (1.0 - lrf) + lrf
+
+
+def nominal_accumulate(batch_size: int, nbs: int = 64) -> int:
+    """Batches to accumulate so one optimizer step sees about nbs images."""
+    return max(round(nbs / batch_size), 1)
+
+
+def scale_weight_decay(hyp_wd: float, batch_size: int, accumulate: int, nbs: int = 64) -> float:
+    """Weight decay scaled to the images per optimizer step (batch * accumulate) relative to nbs."""
+    return hyp_wd * batch_size * accumulate / nbs
+
+
+def warmup(optimizer: torch.optim.Optimizer, ni: int, nw: int, epoch: int, lf: Callable[[int], float], hyp: dict,
+           nbs: int = 64, batch_size: int = 16) -> int:
+    """Set warmup lr/momentum of each group at iteration ni (< nw) and return the accumulate value for it."""
+    xi = [0, nw]
+    accumulate = max(1, int(np.interp(ni, xi, [1, nbs / batch_size]).round()))
+    target = lf(epoch)
+    for j, group in enumerate(optimizer.param_groups):
+        # The bias group starts high (warmup_bias_lr) and falls; the others rise from 0.
+        start = hyp["warmup_bias_lr"] if j == 0 else 0.0
+        initial = group.setdefault("initial_lr", group["lr"])  # normally set by the LambdaLR scheduler
+        group["lr"] = float(np.interp(ni, xi, [start, initial * target]))
+        if "momentum" in group:
+            group["momentum"] = float(np.interp(ni, xi, [hyp["warmup_momentum"], hyp["momentum"]]))
+    return accumulate
+
+
+def clip_gradients(model: nn.Module, max_norm: float = 10.0) -> torch.Tensor:
+    """Clip the global gradient norm (foreach kernels); returns the total norm as a device tensor."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    if not params:
+        return torch.zeros(())
+    return torch.nn.utils.clip_grad_norm_(params, max_norm=max_norm, foreach=True)
