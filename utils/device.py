@@ -16,7 +16,7 @@ from utils.log import LOGGER
 
 
 def select_device(device: str = "", batch_size: int = 0, newline: bool = True) -> torch.device:
-    """Pick the device for '', 'cpu', '0' or '0,1' (sets CUDA_VISIBLE_DEVICES first), checking the batch splits evenly."""
+    """Pick the device for '', 'cpu', '0' or '0,1' (sets CUDA_VISIBLE_DEVICES first); checks the batch splits."""
     device = str(device).strip().lower().replace("cuda:", "").replace("none", "")
     cpu, mps = device == "cpu", device == "mps"
     local_rank = int(os.getenv("LOCAL_RANK", -1))

@@ -18,7 +18,8 @@ class ResultsLog:
         if len(values) != len(self.columns) - 1:
             raise ValueError(f"results row has {len(values)} values for {len(self.columns) - 1} columns")
         w = self.width
-        header = "" if self.path.exists() else ((f"%{w}s," * len(self.columns)) % tuple(self.columns)).rstrip(",") + "\n"
+        header = "" if self.path.exists() else (
+            (f"%{w}s," * len(self.columns)) % tuple(self.columns)).rstrip(",") + "\n"
         row = ((f"%{w}.5g," * len(self.columns)) % (epoch, *values)).rstrip(",") + "\n"
         with open(self.path, "a") as f:
             f.write(header + row)

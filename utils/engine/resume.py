@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
-import random
 from pathlib import Path
-
-import numpy as np
-import torch
 
 
 def find_resume_checkpoint(resume: str, project: str) -> Path:
@@ -22,27 +18,3 @@ def find_resume_checkpoint(resume: str, project: str) -> Path:
     if not candidates:
         raise SystemExit(f"--resume: no last.pt found under {project}; pass the checkpoint path")
     return Path(max(candidates, key=os.path.getmtime))
-
-
-def rng_state() -> dict:
-    """Random states as plain tensors and lists, so the checkpoint still loads with weights_only=True."""
-    np_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-        "python": list(random.getstate()[1]) + [random.getstate()[0], random.getstate()[2]],
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: dict) -> None:
-    """Put back the random states saved by rng_state."""
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), *n[2:]))
-    p = state["python"]
-    random.setstate((p[-2], tuple(p[:-2]), p[-1]))
-    if torch.cuda.is_available() and "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])

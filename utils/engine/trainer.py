@@ -11,8 +11,6 @@ import math
 import os
 import random
 import time
-from copy import deepcopy
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +20,22 @@ from torch import nn
 from tqdm import tqdm
 
 from utils import dist
-from utils.checkpoint import intersect_state_dict, load_checkpoint, save_checkpoint, strip_optimizer
+from utils.checkpoint import (
+    intersect_state_dict,
+    load_checkpoint,
+    make_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    strip_optimizer,
+)
 from utils.device import autocast_dtype, select_device
 from utils.downloads import attempt_download
 from utils.ema import ModelEMA
 from utils.engine.config import TrainConfig
 from utils.engine.evaluator import TQDM_BAR, Evaluator
-from utils.engine.resume import find_resume_checkpoint, restore_rng, rng_state
 from utils.engine.results import ResultsLog
+from utils.engine.resume import find_resume_checkpoint
 from utils.engine.task import Task
 from utils.log import LOGGER, colorstr
 from utils.optim import clip_gradients, lr_lambda, smart_optimizer, warmup
@@ -116,6 +122,7 @@ class Trainer:
         if hyp is None:
             hyp = yaml.safe_load(find_file(cfg.hyp).read_text())
         hyp = {**hyp, "label_smoothing": cfg.label_smoothing}
+        self.hyp_raw = dict(hyp)  # as given, before train-time scaling: what resume starts from
         if self.main:
             LOGGER.info(colorstr("hyperparameters: ") + ", ".join(f"{k}={v}" for k, v in hyp.items()))
             (self.save_dir / "hyp.yaml").write_text(yaml.safe_dump(hyp, sort_keys=False))
@@ -220,7 +227,7 @@ class Trainer:
             raise SystemExit(f"{self.cfg.resume}: training to {self.cfg.epochs} epochs is finished, nothing to resume")
         self.scheduler.last_epoch = self.start_epoch - 1
         if ckpt.get("train_state"):
-            restore_rng(ckpt["train_state"])
+            set_rng_state(ckpt["train_state"])
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         if self.world > 1:
@@ -353,21 +360,10 @@ class Trainer:
 
     def _checkpoint(self, epoch: int) -> dict:
         m = dist.unwrap(self.model)
-        half = lambda sd: {k: v.detach().half() if v.is_floating_point() else v.detach()  # noqa: E731
-                           for k, v in sd.items()}
-        return {
-            "format": "mt-yolov5", "version": 1, "task": self.task.name,
-            "model_yaml": deepcopy(m.yaml), "model": half(m.state_dict()), "ema": half(self.ema.ema.state_dict()),
-            "updates": int(self.ema.updates), "names": dict(self.names), "nc": self.nc,
-            "stride": [float(s) for s in getattr(m, "stride", torch.tensor([32.0])).tolist()],
-            "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-            "epoch": epoch, "best_fitness": float(self.best_fitness), "hyp": dict(self.hyp_in_saved()),
-            "opt": self.cfg.to_dict(), "train_state": rng_state(), "date": datetime.now().isoformat(),
-        }
-
-    def hyp_in_saved(self) -> dict:
-        """The hyperparameters as given (before train-time scaling), so resume starts from the same file values."""
-        return yaml.safe_load((self.save_dir / "hyp.yaml").read_text())
+        ck = make_checkpoint(m, self.ema.ema, self.ema.updates, self.optimizer, epoch, self.best_fitness,
+                             self.cfg.to_dict(), train_state=rng_state())
+        ck.update(task=self.task.name, scaler=self.scaler.state_dict(), hyp=self.hyp_raw)
+        return ck
 
     def _save(self, epoch: int, fi: float) -> None:
         ckpt = self._checkpoint(epoch)

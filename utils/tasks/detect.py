@@ -48,11 +48,11 @@ class DetectionTask(Task):
                          rank: int = -1):
         from utils.data.dataset import create_dataloader
 
-        train = mode == "train"
+        train, speed = mode == "train", mode == "speed"  # 'speed' times square batches, as upstream
         return create_dataloader(
             path, cfg.imgsz, batch_size, stride, single_cls=cfg.single_cls, hyp=hyp, augment=train,
-            cache=(cfg.cache or None) if train or cfg.cache != "disk" else None, pad=0.0 if train else 0.5,
-            rect=cfg.rect if train else True, rank=rank if train else -1,
+            cache=(cfg.cache or None) if train or cfg.cache != "disk" else None, pad=0.0 if train or speed else 0.5,
+            rect=cfg.rect if train else not speed, rank=rank if train else -1,
             workers=cfg.workers if train else cfg.workers * 2, image_weights=cfg.image_weights and train,
             quad=cfg.quad and train, prefix="train: " if train else "val: ", shuffle=train, seed=cfg.seed)
 

@@ -1,0 +1,40 @@
+"""Run YOLOv5 detection on images, videos, folders, globs, lists, webcams and streams.
+
+    python detect.py --weights runs/train/exp/weights/best.pt --source data/images
+    python detect.py --weights yolov5s.pt --source video.mp4 --vid-stride 2 --save-txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from utils.engine.cli import run_main  # noqa: E402
+from utils.engine.predictor import Predictor, add_predict_arguments  # noqa: E402
+from utils.paths import ROOT  # noqa: E402
+
+
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse detect.py flags (YOLOv5 v7.0 names and defaults)."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    return add_predict_arguments(p, "yolov5s.pt", str(ROOT / "data/images"), str(ROOT / "runs/detect")).parse_args(argv)
+
+
+def main(opt: argparse.Namespace) -> Path:
+    """Predict over --source and return the run folder."""
+    return Predictor(opt).run()
+
+
+def run(**kwargs) -> Path:
+    """Python API: detect.run(weights='best.pt', source='data/images')."""
+    opt = parse_opt([])
+    for k, v in kwargs.items():
+        setattr(opt, k, v)
+    return main(opt)
+
+
+if __name__ == "__main__":
+    run_main(main, parse_opt())

@@ -1,0 +1,53 @@
+"""COCO-JSON evaluation of saved predictions with pycocotools (val.py --save-json)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from utils.log import LOGGER
+
+
+def find_annotations(data: dict) -> Path | None:
+    """COCO annotations of a dataset: `coco_json` in its YAML, else path/annotations/instances_val2017.json."""
+    if data.get("coco_json"):
+        p = Path(data["coco_json"])
+        return p if p.is_absolute() or not data.get("path") else Path(data["path"]) / p
+    p = Path(data.get("path", ".")) / "annotations" / "instances_val2017.json"
+    return p if p.exists() else None
+
+
+def evaluate_coco_json(pred_json: Path, data: dict, result: Any) -> None:
+    """Score predictions with pycocotools and put its mAP50 / mAP50-95 into `result.figures`."""
+    anno_json = find_annotations(data)
+    if anno_json is None or not anno_json.exists():
+        LOGGER.info("pycocotools: no COCO annotations for this dataset (set 'coco_json' in the data YAML); skipped")
+        return
+    try:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+    except ImportError:
+        LOGGER.warning("WARNING ⚠️ pycocotools is not installed; skipped COCO evaluation")
+        return
+    anno = COCO(str(anno_json))
+    preds = json.loads(Path(pred_json).read_text())
+    cat_ids = sorted(anno.getCatIds())
+    if preds and len(cat_ids) == len(data["names"]):
+        for p in preds:  # contiguous class indices -> the annotation file's category ids (COCO's 1..90)
+            p["category_id"] = cat_ids[int(p["category_id"])]
+    if not preds:
+        LOGGER.warning("WARNING ⚠️ no predictions to evaluate with pycocotools")
+        return
+    stems = {Path(f["file_name"]).stem: i for i, f in anno.imgs.items()}
+    for p in preds:  # our image_id is the file stem (an int when numeric); map to the annotation ids
+        key = str(p["image_id"]).zfill(12) if str(p["image_id"]).zfill(12) in stems else str(p["image_id"])
+        p["image_id"] = stems.get(key, p["image_id"])
+    det = anno.loadRes(preds)
+    ev = COCOeval(anno, det, "bbox")
+    ev.params.imgIds = sorted({p["image_id"] for p in preds if p["image_id"] in anno.imgs} or anno.getImgIds())
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    keys = list(result.figures)
+    result.figures[keys[3]], result.figures[keys[2]] = float(ev.stats[0]), float(ev.stats[1])

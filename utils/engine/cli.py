@@ -1,0 +1,39 @@
+"""What every entry point shares: user mistakes become one clear line and exit code 1, not a traceback."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from utils.log import LOGGER
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean 'the input is wrong', as opposed to a bug in this program."""
+    errs: list[type[BaseException]] = [FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError]
+    try:
+        from utils.data.dataset_config import DatasetError
+
+        errs.append(DatasetError)
+    except ImportError:
+        pass
+    try:
+        from utils.checkpoint import CheckpointError
+
+        errs.append(CheckpointError)
+    except ImportError:
+        pass
+    return tuple(errs)
+
+
+def run_main(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call an entry point, printing user errors as one line (ERROR: ...) and exiting 1."""
+    try:
+        return fn(*args, **kwargs)
+    except user_errors() as e:
+        LOGGER.error(f"ERROR: {e}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        LOGGER.error("Interrupted")
+        sys.exit(130)

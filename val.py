@@ -1,0 +1,41 @@
+"""Validate a trained YOLOv5 detector on a dataset split.
+
+    python val.py --weights runs/train/exp/weights/best.pt --data data/shapes.yaml --img 320
+    python val.py --weights yolov5s.pt --data coco128.yaml --img 640 --save-json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from utils.engine.cli import run_main  # noqa: E402
+from utils.engine.validate import add_val_arguments, validate  # noqa: E402
+from utils.paths import ROOT  # noqa: E402
+from utils.tasks.detect import DetectionTask  # noqa: E402
+
+
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse val.py flags (YOLOv5 v7.0 names and defaults)."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    return add_val_arguments(p, str(ROOT / "data/shapes.yaml"), "yolov5s.pt", str(ROOT / "runs/val")).parse_args(argv)
+
+
+def main(opt: argparse.Namespace):
+    """Validate and return the EvalResult."""
+    return validate(opt, DetectionTask())
+
+
+def run(**kwargs):
+    """Python API: val.run(weights='best.pt', data='data/shapes.yaml', imgsz=320)."""
+    opt = parse_opt([])
+    for k, v in kwargs.items():
+        setattr(opt, k, v)
+    return main(opt)
+
+
+if __name__ == "__main__":
+    run_main(main, parse_opt())
