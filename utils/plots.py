@@ -79,12 +79,14 @@ class Annotator:
     def _ascii(text: str) -> str:
         return str(text).encode("ascii", "replace").decode()
 
-    def box_label(self, box, label: str = "", color=(128, 128, 128), txt_color=(255, 255, 255)) -> None:
-        """Draw an xyxy box with an optional filled label tag on its top-left corner."""
-        x1, y1, x2, y2 = (int(float(v)) for v in list(box)[:4])
+    def box_label(self, box, label: str = "", color=(128, 128, 128), txt_color=None) -> None:
+        """Draw an xyxy box with an optional filled label tag; txt_color None = white, or black on bright tags."""
+        x1, y1, x2, y2 = (round(float(v)) for v in list(box)[:4])  # nearest pixel: unit conversions stay stable
         cv2.rectangle(self.im, (x1, y1), (x2, y2), color, thickness=self.lw, lineType=cv2.LINE_AA)
         if label:
             label = self._ascii(label)
+            if txt_color is None:  # white on yellow/light-green tags is unreadable; colours are BGR, hence the weights
+                txt_color = (0, 0, 0) if np.dot(color[:3], (0.114, 0.587, 0.299)) > 170 else (255, 255, 255)
             tw, th = cv2.getTextSize(label, 0, fontScale=self.fs, thickness=self.tf)[0]
             above = y1 - th - 3 >= 0  # tag sits above the box unless that would leave the image
             ty1, ty2 = (y1 - th - 3, y1) if above else (y1, y1 + th + 3)
@@ -94,7 +96,7 @@ class Annotator:
 
     def rectangle(self, xy, fill=None, outline=(255, 255, 255), width: int = 1) -> None:
         """Draw an xyxy rectangle; `fill` fills it, `outline` draws its border."""
-        x1, y1, x2, y2 = (int(float(v)) for v in list(xy)[:4])
+        x1, y1, x2, y2 = (round(float(v)) for v in list(xy)[:4])
         if fill is not None:
             cv2.rectangle(self.im, (x1, y1), (x2, y2), fill, -1)
         if outline is not None:
