@@ -154,3 +154,17 @@ def test_compiled_loss_matches_eager():
     for nt in (7, 13):  # two target counts: dynamic shapes must not break it
         preds, targets = _random_case(nt=nt, seed=nt)
         torch.testing.assert_close(compiled(preds, targets), loss_fn(preds, targets), rtol=1e-6, atol=1e-7)
+
+
+def test_scratch_low_hyp_file_matches_the_fixture_hyp():
+    import yaml
+    from conftest import ROOT
+
+    d = torch.load(need(FIXTURES / "det_n.pt"), weights_only=True)
+    ours = yaml.safe_load((ROOT / "data/hyps/hyp.scratch-low.yaml").read_text())
+    assert ours == {k: v for k, v in d["hyp"].items() if k != "label_smoothing"}
+    for name in ("med", "high"):
+        h = yaml.safe_load((ROOT / f"data/hyps/hyp.scratch-{name}.yaml").read_text())
+        assert h.keys() == ours.keys()
+        assert (h["lrf"], h["cls"], h["obj"], h["scale"], h["mixup"]) == (0.1, 0.3, 0.7, 0.9, 0.1)
+        assert h["copy_paste"] == (0.1 if name == "high" else 0.0)
