@@ -19,13 +19,12 @@ import os
 from multiprocessing.pool import Pool, ThreadPool
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image
 
 from utils.boxes import segments2boxes
 from utils.data.formats import IMG_FORMATS
-from utils.data.imageio import exif_size
+from utils.data.imageio import exif_size, imread
 from utils.log import LOGGER
 
 CACHE_VERSION = "mt-0.1"  # bump when the cache layout or the verification rules change
@@ -76,7 +75,7 @@ def _check_image(im_file: str) -> tuple[tuple[int, int], str]:
             ended = f.read() == b"\xff\xd9"
         if not ended:
             # Never rewrite the user's file: use it only if it still decodes.
-            if cv2.imread(im_file) is None:
+            if imread(im_file) is None:
                 raise _Corrupt("image file is truncated (JPEG end marker missing and the data does not decode)")
             msg = "JPEG end marker missing; the image decodes and is used as is (file not modified)"
     return shape, msg
@@ -221,17 +220,14 @@ def _print_msgs(msgs: list[str]) -> None:
 
 
 def warn_missing_label_dirs(im_files: list[str], prefix: str = "") -> list[Path]:
-    """One warning per missing labels folder (the top-most missing one); returns the folders warned about."""
+    """One warning per missing labels folder (subfolders of one already reported stay quiet); returns them."""
     warned: list[Path] = []
-    for d in sorted({os.path.dirname(f) for f in im_files}):
+    for d in sorted({os.path.dirname(f) for f in im_files}):  # parents sort before their subfolders
         ld = labels_dir_for(d)
-        if ld.is_dir() or any(ld == w or w in ld.parents for w in warned):
+        if any(w == ld or w in ld.parents for w in warned) or ld.is_dir():
             continue
-        top, img_dir = ld, Path(d)
-        while not top.parent.is_dir() and top.parent != top:  # climb to the first missing level
-            top, img_dir = top.parent, img_dir.parent
-        LOGGER.warning(f"{prefix}WARNING ⚠️ no labels folder found next to {img_dir}: expected {top}")
-        warned.append(top)
+        LOGGER.warning(f"{prefix}WARNING ⚠️ no labels folder found next to {d}: expected {ld}")
+        warned.append(ld)
     return warned
 
 
