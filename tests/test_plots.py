@@ -209,6 +209,12 @@ def test_plot_evolve_and_empty(tmp_path):
     rows = np.concatenate([rng.uniform(0, 1, (15, 7)), rng.uniform(0.01, 0.9, (15, 3))], 1)
     _write_csv(tmp_path / "evolve.csv", keys, rows)
     _read(plot_evolve(tmp_path / "evolve.csv"), (200, 400))
+    # the engine's own format: a leading fitness column, then the hyperparameters, unpadded
+    lines = ["fitness,lr0,momentum"] + [f"{f:.6g},{a:.6g},{b:.6g}" for f, a, b in rng.uniform(0, 1, (9, 3))]
+    (tmp_path / "own.csv").write_text("\n".join(lines) + "\n")
+    assert plot_evolve(tmp_path / "own.csv") == tmp_path / "own.png"
+    own = _read(tmp_path / "own.png", (150, 300))
+    assert own.shape[1] > 1.5 * own.shape[0]  # 2 panels in one row: fitness itself is not plotted as a hyp
     _write_csv(tmp_path / "e2.csv", keys, [])
     assert plot_evolve(tmp_path / "e2.csv") is None
     assert plot_evolve(tmp_path / "none.csv") is None

@@ -438,12 +438,15 @@ def feature_visualization(x, module_type: str, stage: int, n: int = 32, save_dir
 
 
 def _fitness(keys: list[str], data: np.ndarray) -> np.ndarray:
-    """0.1*mAP@0.5 + 0.9*mAP@0.5:0.95 by column name (local copy: plots must not depend on the metrics module)."""
+    """A 'fitness' column if the csv has one, else 0.1*mAP@0.5 + 0.9*mAP@0.5:0.95 found by column name."""
+    if "fitness" in keys:
+        return data[:, keys.index("fitness")]
     m50 = [i for i, k in enumerate(keys) if k.startswith("metrics/mAP_0.5") and ":" not in k]
     m95 = [i for i, k in enumerate(keys) if k.startswith("metrics/mAP_0.5:0.95")]
     if m50 and m95:
         return 0.1 * data[:, m50[0]] + 0.9 * data[:, m95[0]]
-    return data[:, :4] @ np.array([0.0, 0.0, 0.1, 0.9])[: min(4, data.shape[1])] if data.shape[1] else data[:, 0]
+    # upstream's column order (P, R, mAP@0.5, mAP@0.5:0.95 first) under unfamiliar names
+    return data[:, :4] @ np.array([0.0, 0.0, 0.1, 0.9])[: min(4, data.shape[1])]
 
 
 def plot_evolve(evolve_csv="path/to/evolve.csv") -> Path | None:
@@ -456,26 +459,25 @@ def plot_evolve(evolve_csv="path/to/evolve.csv") -> Path | None:
     if not len(data):
         LOGGER.warning(f"WARNING ⚠️ plot_evolve: {file} has no rows, nothing plotted")
         return None
-    # Result columns (metrics/, val/ ...) lead each row; everything after them is a hyperparameter.
-    first_hyp = next((i for i, k in enumerate(keys) if "/" not in k), len(keys))
-    hyps = keys[first_hyp:]
-    if not hyps:
+    # Result columns (fitness, metrics/..., val/...) are not hyperparameters; everything else is.
+    hyp_cols = [i for i, k in enumerate(keys) if "/" not in k and k != "fitness"]
+    if not hyp_cols:
         LOGGER.warning(f"WARNING ⚠️ plot_evolve: {file} has no hyperparameter columns, nothing plotted")
         return None
     fit = _fitness(keys, data)
     best = int(np.nanargmax(fit)) if np.isfinite(fit).any() else 0
-    ncol = math.ceil(len(hyps) ** 0.5)
-    nrow = math.ceil(len(hyps) / ncol)
+    ncol = math.ceil(len(hyp_cols) ** 0.5)
+    nrow = math.ceil(len(hyp_cols) / ncol)
     fig = Figure(figsize=(2.5 * ncol, 2.5 * nrow), tight_layout=True)
     axes = fig.subplots(nrow, ncol, squeeze=False).ravel()
-    for i, (ax, k) in enumerate(zip(axes, hyps)):
-        v = data[:, first_hyp + i]
+    for i, (ax, j) in enumerate(zip(axes, hyp_cols)):
+        v, k = data[:, j], keys[j]
         ax.scatter(v, fit, c=hist2d(v, fit, 20), cmap="viridis", alpha=0.8, edgecolors="none", s=8)
         ax.plot(v[best], fit[best], "k+", markersize=15)
         ax.set_title(f"{k} = {v[best]:.3g}", fontsize=9)
         if i % ncol:
             ax.set_yticklabels([])
-    for ax in axes[len(hyps):]:
+    for ax in axes[len(hyp_cols):]:
         ax.axis("off")
     out = _save_fig(fig, file.with_suffix(".png"), dpi=150)
     LOGGER.info(f"Saved {out}")
