@@ -168,3 +168,35 @@ def test_scratch_low_hyp_file_matches_the_fixture_hyp():
         assert h.keys() == ours.keys()
         assert (h["lrf"], h["cls"], h["obj"], h["scale"], h["mixup"]) == (0.1, 0.3, 0.7, 0.9, 0.1)
         assert h["copy_paste"] == (0.1 if name == "high" else 0.0)
+
+
+def _seg_case():
+    d = torch.load(need(FIXTURES / "seg_n.pt"), weights_only=True)
+    head = _head(d["state_dict"]["model.24.anchors"], STRIDE, d["nc"])
+    head.nm = 32
+    return d, head
+
+
+def test_segmentation_loss_parity_with_upstream_fixture():
+    from utils.loss_segment import SegmentationLoss
+
+    d, head = _seg_case()
+    loss, items = SegmentationLoss(head, d["hyp"])(d["train_out"], d["targets"], d["masks"])
+    assert items.shape == (4,)  # box, seg, obj, cls
+    torch.testing.assert_close(loss, d["loss"], rtol=1e-5, atol=0)
+    torch.testing.assert_close(items, d["loss_items"].reshape(4), rtol=1e-5, atol=0)
+
+
+def test_segmentation_loss_non_overlap_masks_and_resize_agree():
+    from utils.loss_segment import SegmentationLoss, rank_in_image
+
+    d, head = _seg_case()
+    t = d["targets"]
+    rank = rank_in_image(t[:, 0].long(), 2)
+    per_target = (d["masks"][t[:, 0].long()] == rank[:, None, None].float()).float()  # (nt, h, w) binary
+    ref = SegmentationLoss(head, d["hyp"])(d["train_out"], t, d["masks"])[1]
+    sep = SegmentationLoss(head, d["hyp"], overlap=False)(d["train_out"], t, per_target)[1]
+    big = d["masks"].repeat_interleave(2, 1).repeat_interleave(2, 2)  # full-resolution masks get resized
+    resized = SegmentationLoss(head, d["hyp"])(d["train_out"], t, big)[1]
+    torch.testing.assert_close(sep, ref)
+    torch.testing.assert_close(resized, ref)
