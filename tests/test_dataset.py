@@ -1,0 +1,186 @@
+"""YoloDataset and create_dataloader: inputs, rect batches, collate, image caches, files vanishing mid-epoch."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from utils.data.dataset import YoloDataset, create_dataloader, find_images
+from utils.log import LOGGER
+
+HYP = dict(hsv_h=0.015, hsv_s=0.7, hsv_v=0.4, degrees=0.0, translate=0.1, scale=0.5, shear=0.0, perspective=0.0,
+           flipud=0.0, fliplr=0.5, mosaic=1.0, mixup=0.0, copy_paste=0.0)
+
+
+@pytest.fixture
+def log(caplog):
+    LOGGER.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, logger=LOGGER.name)
+    yield caplog
+    LOGGER.removeHandler(caplog.handler)
+
+
+def make_data(root: Path, sizes=((40, 80), (80, 40), (60, 60), (30, 90), (90, 30), (50, 70)), split="train") -> Path:
+    """Images of the given (h, w) with one box each (class i % 3); returns the images folder."""
+    im_dir, lb_dir = root / "images" / split, root / "labels" / split
+    im_dir.mkdir(parents=True)
+    lb_dir.mkdir(parents=True)
+    for i, (h, w) in enumerate(sizes):
+        im = np.full((h, w, 3), 114, np.uint8)
+        im[h // 4: h // 2, w // 4: w // 2] = (0, 0, 255)
+        cv2.imwrite(str(im_dir / f"im{i}.png"), im)
+        (lb_dir / f"im{i}.txt").write_text(f"{i % 3} 0.375 0.375 0.25 0.25\n")
+    return im_dir
+
+
+def test_rect_batches_are_stride_multiples_and_fit(tmp_path):
+    ds = YoloDataset(make_data(tmp_path), img_size=64, batch_size=2, rect=True, stride=32, pad=0.5)
+    assert ds.batch_shapes.shape == (3, 2) and (ds.batch_shapes % 32 == 0).all()
+    ar = ds.shapes[:, 1] / ds.shapes[:, 0]
+    assert (np.diff(ar) >= 0).all()  # sorted by aspect ratio, labels follow their images
+    for k in range(len(ds)):
+        img, labels, path, _ = ds[k]
+        assert tuple(img.shape[1:]) == tuple(ds.batch_shapes[ds.batch[k]])
+        assert int(labels[0, 1]) == int(Path(path).stem[2:]) % 3
+    assert not ds.mosaic
+
+
+def test_item_format_and_collate(tmp_path):
+    ds = YoloDataset(make_data(tmp_path), img_size=64, batch_size=4, augment=True, hyp=HYP)
+    random.seed(0)
+    batch = [ds[i] for i in range(4)]
+    img, labels, path, shapes = batch[0]
+    assert img.dtype == torch.uint8 and img.shape == (3, 64, 64) and img.is_contiguous()
+    assert labels.shape[1] == 6 and (labels[:, 0] == 0).all()
+    imgs, targets, paths, shps = YoloDataset.collate_fn(batch)
+    assert imgs.shape == (4, 3, 64, 64) and len(paths) == 4 and len(shps) == 4
+    counts = [len(b[1]) for b in batch]
+    assert targets[:, 0].tolist() == [float(i) for i, n in enumerate(counts) for _ in range(n)]
+
+
+def test_rgb_channel_order(tmp_path):
+    ds = YoloDataset(make_data(tmp_path, sizes=((64, 64),)), img_size=64, batch_size=1)
+    img = ds[0][0]
+    assert img[:, 24, 24].tolist() == [255, 0, 0]  # the BGR red patch comes out as RGB red
+
+
+def test_quad_collate(tmp_path):
+    ds = YoloDataset(make_data(tmp_path), img_size=64, batch_size=4)
+    batch = [ds[i] for i in range(6)]
+    for seed in range(4):  # both branches (tiled and upscaled) get exercised
+        random.seed(seed)
+        imgs, targets, paths, shapes = YoloDataset.collate_fn4(batch)
+        assert imgs.shape == (3, 3, 128, 128)  # one group of four, plus the last two upscaled one by one
+        assert len(paths) == len(shapes) == 3
+        assert targets[:, 0].max() == 2 and (targets[:, 2:] <= 1).all() and (targets[:, 2:] >= 0).all()
+        assert len(targets) in (3, 6)  # 1 per upscaled image, or 4 from the tile + 2
+
+
+def test_deleted_file_mid_epoch_is_replaced_not_fatal(tmp_path, log):
+    im_dir = make_data(tmp_path)
+    for augment in (False, True):
+        ds = YoloDataset(im_dir, img_size=64, batch_size=2, augment=augment, hyp=HYP)
+        gone = ds.im_files[2]
+        if augment:
+            os.remove(gone)
+        else:
+            Path(gone).write_bytes(b"corrupted later")
+        random.seed(0)
+        paths = [ds[i][2] for i in range(len(ds))]
+        assert gone not in paths and len(paths) == len(ds)
+        assert ds.load_failures >= 1 and gone in ds.failed_files
+        assert sum(gone in r.getMessage() and "could not be loaded" in r.getMessage() for r in log.records) >= 1
+        log.clear()
+
+
+def test_all_files_gone_raises_clear_error(tmp_path):
+    ds = YoloDataset(make_data(tmp_path), img_size=64, batch_size=2)
+    for f in ds.im_files:
+        os.remove(f)
+    with pytest.raises(RuntimeError, match="failed to load"):
+        ds[0]
+
+
+def test_disk_cache_lives_outside_the_images_folder(tmp_path):
+    im_dir = make_data(tmp_path)
+    before = sorted(os.listdir(im_dir))
+    ds = YoloDataset(im_dir, img_size=64, batch_size=2, cache_images="disk")
+    assert sorted(os.listdir(im_dir)) == before
+    npys = list((tmp_path / ".cache_npy").glob("*.npy"))
+    assert len(npys) == len(ds)
+    ref = ds[0][0]
+    os.remove(ds.im_files[0])  # the cached copy keeps serving the image
+    assert torch.equal(ds[0][0], ref) and ds.load_failures == 0
+
+
+def test_ram_cache_and_insufficient_memory(tmp_path, log, monkeypatch):
+    im_dir = make_data(tmp_path)
+    ds = YoloDataset(im_dir, img_size=64, batch_size=2, cache_images="ram")
+    assert ds.cache_mode == "ram" and all(im is not None for im in ds.ims)
+    assert max(ds.ims[0].shape[:2]) == 64
+    monkeypatch.setattr("utils.data.dataset.available_memory", lambda: 1000)
+    ds = YoloDataset(im_dir, img_size=64, batch_size=2, cache_images="ram")
+    assert ds.cache_mode is None and all(im is None for im in ds.ims)
+    assert any("not caching images in RAM" in r.getMessage() for r in log.records)
+
+
+def test_txt_list_and_list_of_paths(tmp_path):
+    im_dir = make_data(tmp_path)
+    names = sorted(os.listdir(im_dir))[:3]
+    lst = tmp_path / "train.txt"
+    lst.write_text("".join(f"./images/train/{n}\n" for n in names))
+    ds = YoloDataset(lst, img_size=64, batch_size=2)
+    assert [Path(f).name for f in ds.im_files] == names
+    assert (tmp_path / "train.cache").is_file()
+    files = find_images([im_dir / names[0], str(im_dir / names[1])])
+    assert [Path(f).name for f in files] == names[:2]
+
+
+def test_single_cls_and_min_items(tmp_path):
+    im_dir = make_data(tmp_path)
+    (tmp_path / "labels" / "train" / "im0.txt").write_text("")
+    ds = YoloDataset(im_dir, img_size=64, batch_size=2, single_cls=True, min_items=1)
+    assert len(ds) == 5 and all((lb[:, 0] == 0).all() for lb in ds.labels)
+    assert len(ds.label_files) == len(ds.im_files) == len(ds.shapes) == len(ds.segments)
+
+
+def test_create_dataloader_is_deterministic(tmp_path):
+    im_dir = make_data(tmp_path)
+
+    def order(seed):
+        loader, ds = create_dataloader(str(im_dir), 64, 2, 32, augment=True, hyp=HYP, workers=0, shuffle=True,
+                                       seed=seed)
+        return [p for _, _, paths, _ in loader for p in paths], loader, ds
+
+    a, loader, ds = order(0)
+    b, _, _ = order(0)
+    assert a == b and sorted(a) == sorted(ds.im_files)
+    assert order(1)[0] != a  # the seed matters
+    assert loader.num_workers == 0 and loader.batch_size == 2
+    imgs, targets, _, _ = next(iter(loader))
+    assert imgs.shape == (2, 3, 64, 64) and targets.shape[1] == 6
+
+
+def test_create_dataloader_workers_and_distributed(tmp_path):
+    import torch.distributed as dist
+    from torch.utils.data.distributed import DistributedSampler
+
+    im_dir = make_data(tmp_path)
+    loader, _ = create_dataloader(str(im_dir), 64, 4, 32, workers=1, rect=True, shuffle=True, quad=True)
+    assert loader.num_workers == 1 and loader.persistent_workers
+    imgs, targets, paths, _ = next(iter(loader))
+    assert imgs.shape[0] == 1 and imgs.shape[2] % 32 == 0  # quad: 4 images -> 1 (tiled or upscaled)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        loader, _ = create_dataloader(str(im_dir), 64, 2, 32, rank=0, workers=0, shuffle=True)
+        assert isinstance(loader.sampler, DistributedSampler)
+        assert len(list(loader)) == 3
+    finally:
+        dist.destroy_process_group()
