@@ -1,0 +1,123 @@
+"""Output heads: Detect (anchor-based boxes), Segment (boxes + mask coefficients + prototypes) and Classify.
+
+Heads only map features to outputs; losses, targets and training logic live elsewhere.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from models.common import Conv, Proto
+from models.registry import register
+
+
+@register
+class Detect(nn.Module):
+    """YOLOv5 detection head: one 1x1 conv per pyramid level predicting na anchors x (xywh, obj, nc classes)."""
+
+    yaml_kind = "detect"
+    dynamic = False  # rebuild grids on every call (shape-polymorphic export)
+    export = False  # eval returns (cat,) instead of (cat, raw maps)
+
+    def __init__(self, nc: int = 80, anchors: tuple | list = (), ch: tuple | list = (), inplace: bool = True):
+        super().__init__()
+        self.nc = nc
+        self.no = nc + 5
+        self.nl = len(anchors)
+        self.na = len(anchors[0]) // 2
+        self.grid = [torch.empty(0) for _ in range(self.nl)]
+        self.anchor_grid = [torch.empty(0) for _ in range(self.nl)]
+        # Anchors are kept in grid units (pixels / stride) once the model knows its strides; the state dict holds them.
+        self.register_buffer("anchors", torch.tensor(anchors, dtype=torch.float32).view(self.nl, -1, 2))
+        # Strides are derived from the architecture, not learnt: kept out of the state dict but moved with .to().
+        self.register_buffer("stride", torch.ones(self.nl), persistent=False)
+        self.m = nn.ModuleList(nn.Conv2d(c, self.no * self.na, 1) for c in ch)
+        self.inplace = inplace
+
+    def forward(self, x: list[torch.Tensor]):
+        """Train: list of (bs,na,ny,nx,no) raw maps; eval: (decoded (bs,N,no), raw maps); export: (decoded,)."""
+        z = []
+        for i in range(self.nl):
+            x[i] = self.m[i](x[i])
+            bs, _, ny, nx = x[i].shape
+            x[i] = x[i].view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous()
+            if not self.training:
+                if self._grid_stale(i, x[i]):
+                    self.grid[i], self.anchor_grid[i] = self._make_grid(nx, ny, i, x[i])
+                z.append(self._decode(x[i], i).view(bs, self.na * nx * ny, self.no))
+        if self.training:
+            return x
+        return (torch.cat(z, 1),) if self.export else (torch.cat(z, 1), x)
+
+    def _decode(self, p: torch.Tensor, i: int) -> torch.Tensor:
+        """Raw map -> xywh in input pixels and sigmoid scores."""
+        y = p.sigmoid()
+        xy, wh, conf = y.split((2, 2, self.no - 4), 4)
+        xy = (xy * 2 + self.grid[i]) * self.stride[i]
+        wh = (wh * 2) ** 2 * self.anchor_grid[i]
+        return torch.cat((xy, wh, conf), 4)
+
+    def _grid_stale(self, i: int, p: torch.Tensor) -> bool:
+        g = self.grid[i]
+        return self.dynamic or g.shape[2:4] != p.shape[2:4] or g.device != p.device or g.dtype != p.dtype
+
+    def _make_grid(self, nx: int, ny: int, i: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cell offsets (shifted by -0.5 so that 2*sigmoid-0.5 spans [-0.5, 1.5]) and anchor sizes in pixels."""
+        d, t = like.device, like.dtype
+        shape = (1, self.na, ny, nx, 2)
+        yv, xv = torch.meshgrid(torch.arange(ny, device=d, dtype=t), torch.arange(nx, device=d, dtype=t), indexing="ij")
+        grid = torch.stack((xv, yv), 2).expand(shape) - 0.5
+        anchor_grid = (self.anchors[i] * self.stride[i]).view(1, self.na, 1, 1, 2).expand(shape).to(t)
+        return grid, anchor_grid
+
+
+@register
+class Segment(Detect):
+    """Detect head that also predicts nm mask coefficients per anchor, plus a Proto branch on the finest level."""
+
+    def __init__(self, nc: int = 80, anchors: tuple | list = (), nm: int = 32, npr: int = 256,
+                 ch: tuple | list = (), inplace: bool = True):
+        super().__init__(nc, anchors, ch, inplace)
+        self.nm = nm
+        self.npr = npr
+        self.no = 5 + nc + nm
+        self.m = nn.ModuleList(nn.Conv2d(c, self.no * self.na, 1) for c in ch)
+        self.proto = Proto(ch[0], self.npr, self.nm)
+
+    def forward(self, x: list[torch.Tensor]):
+        """Train: (raw maps, proto); eval: (decoded, proto, raw maps); export: (decoded, proto)."""
+        p = self.proto(x[0])
+        out = super().forward(x)
+        if self.training:
+            return out, p
+        return (out[0], p) if self.export else (out[0], p, out[1])
+
+    def _decode(self, p: torch.Tensor, i: int) -> torch.Tensor:
+        """Boxes and scores as Detect; mask coefficients stay raw (they are mixed linearly with the prototypes)."""
+        xy, wh, conf, mask = p.split((2, 2, self.nc + 1, self.nm), 4)
+        xy = (xy.sigmoid() * 2 + self.grid[i]) * self.stride[i]
+        wh = (wh.sigmoid() * 2) ** 2 * self.anchor_grid[i]
+        return torch.cat((xy, wh, conf.sigmoid(), mask), 4)
+
+
+@register
+class Classify(nn.Module):
+    """Classification head: 1x1 Conv to 1280 channels, global average pool, dropout, linear to nc logits."""
+
+    yaml_kind = "classify"
+
+    def __init__(self, c1: int, c2: int, k: int = 1, s: int = 1, p: int | None = None, g: int = 1,
+                 dropout_p: float = 0.0):
+        super().__init__()
+        c_ = 1280  # EfficientNet-B0 width, as upstream
+        self.conv = Conv(c1, c_, k, s, p, g)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.drop = nn.Dropout(p=dropout_p, inplace=True)
+        self.linear = nn.Linear(c_, c2)
+
+    def forward(self, x: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        """(b,c1,h,w) -> (b,c2) logits; a list input is concatenated along channels first."""
+        if isinstance(x, list):
+            x = torch.cat(x, 1)
+        return self.linear(self.drop(self.pool(self.conv(x)).flatten(1)))
