@@ -1,0 +1,506 @@
+"""YOLOv5 models built from YAML: parse_model, BaseModel, Detection/Segmentation/ClassificationModel, build_model.
+
+CLI: python models/yolo.py --cfg yolov5s.yaml [--batch-size 1] [--device ''] [--profile | --line-profile | --test]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import math
+import sys
+import time
+from copy import deepcopy
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import yaml  # noqa: E402
+
+from models.common import Conv, fuse_conv_and_bn  # noqa: E402
+from models.heads import Classify, Detect, Segment  # noqa: E402
+from models.info import model_info  # noqa: E402
+from models.registry import lookup  # noqa: E402
+from utils.log import LOGGER  # noqa: E402
+from utils.paths import ROOT, find_file  # noqa: E402
+
+# How parse_model builds the torch.nn classes a YAML may name (our own blocks carry a `yaml_kind` attribute).
+_NN_KINDS = {nn.Conv2d: "channels", nn.ConvTranspose2d: "channels", nn.BatchNorm2d: "batchnorm"}
+_ACTIVATIONS = (nn.SiLU, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardswish, nn.Mish, nn.GELU, nn.ELU, nn.Sigmoid,
+                nn.Tanh, nn.Identity, nn.Hardsigmoid, nn.PReLU, nn.SELU, nn.CELU)
+
+
+def make_divisible(x: float, divisor: int) -> int:
+    """Smallest multiple of divisor that is >= x."""
+    divisor = int(divisor.max()) if isinstance(divisor, torch.Tensor) else divisor
+    return math.ceil(x / divisor) * divisor
+
+
+def parse_activation(spec: str) -> nn.Module:
+    """Build an activation from text like 'nn.LeakyReLU(0.1)' or 'nn.SiLU()' without eval (literal arguments only)."""
+    try:
+        node = ast.parse(spec.strip(), mode="eval").body
+        call = node if isinstance(node, ast.Call) else None
+        func = call.func if call else node
+        args = [ast.literal_eval(a) for a in call.args] if call else []
+        kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords} if call else {}
+    except (SyntaxError, ValueError) as e:
+        raise ValueError(f"activation {spec!r}: expected the form 'nn.Name(literal args)' ({e})") from None
+    parts = []
+    while isinstance(func, ast.Attribute):
+        parts.insert(0, func.attr)
+        func = func.value
+    if isinstance(func, ast.Name):
+        parts.insert(0, func.id)
+    name = parts[-1] if parts else ""
+    cls = getattr(nn, name, None)
+    if not parts or parts[:-1] not in ([], ["nn"], ["torch", "nn"]) or cls not in _ACTIVATIONS:
+        raise ValueError(f"activation {spec!r}: not a supported torch.nn activation "
+                         f"({', '.join('nn.' + a.__name__ for a in _ACTIVATIONS)})")
+    return cls(*args, **kwargs)
+
+
+def _resolve_arg(a, names: dict):
+    """YAML argument -> value: names ('nc', 'anchors', 'None', ...) by lookup, literals parsed, else the string."""
+    if not isinstance(a, str):
+        return a
+    if a in names:
+        return names[a]
+    try:
+        return ast.literal_eval(a)
+    except (ValueError, SyntaxError):
+        return a  # plain strings such as 'nearest'
+
+
+def parse_model(d: dict, ch: list[int]) -> tuple[nn.Sequential, list[int]]:
+    """Build the layer stack described by a model dict (backbone + head rows [from, number, module, args])."""
+    src = d.get("yaml_file", "model yaml")
+    for key in ("nc", "backbone", "head"):
+        if key not in d:
+            raise ValueError(f"{src}: missing required key {key!r}")
+    LOGGER.info(f"\n{'':>3}{'from':>18}{'n':>3}{'params':>10}  {'module':<40}{'arguments':<30}")
+    anchors, nc = d.get("anchors"), d["nc"]
+    gd, gw = d.get("depth_multiple", 1.0), d.get("width_multiple", 1.0)
+    na = (len(anchors[0]) // 2 if isinstance(anchors, list) else anchors) or 0
+    no = na * (nc + 5)  # a conv that outputs exactly `no` channels is a prediction layer and is not width-scaled
+    names = {"nc": nc, "anchors": anchors, "None": None, "True": True, "False": False}
+    default_act = Conv.default_act
+    if d.get("activation"):
+        Conv.default_act = parse_activation(d["activation"])
+        LOGGER.info(f"activation: {d['activation']}")
+    layers, save, c2 = [], [], ch[-1]
+    try:
+        for i, row in enumerate(d["backbone"] + d["head"]):
+            if not (isinstance(row, (list, tuple)) and len(row) == 4):
+                raise ValueError(f"{src}: layer {i}: expected [from, number, module, args], got {row!r}")
+            f, n, m, args = row
+            try:
+                cls = lookup(m) if isinstance(m, str) else None
+            except KeyError as e:
+                raise ValueError(f"{src}: layer {i}: {e.args[0]}") from None
+            if cls is None:
+                raise ValueError(f"{src}: layer {i}: module must be a name, got {m!r}")
+            args = [_resolve_arg(a, names) for a in (args or [])]
+            n = n_ = max(round(n * gd), 1) if n > 1 else n
+            kind = _NN_KINDS.get(cls) or getattr(cls, "yaml_kind", None)
+            if kind in ("channels", "channels_repeat", "batchnorm", "classify") and not isinstance(f, int):
+                raise ValueError(f"{src}: layer {i}: {m} takes one input, got from={f!r}")
+            if kind in ("channels", "channels_repeat"):
+                c1, c2 = ch[f], args[0]
+                if c2 != no:
+                    c2 = make_divisible(c2 * gw, 8)
+                args = [c1, c2, *args[1:]]
+                if kind == "channels_repeat":
+                    args.insert(2, n)  # the block repeats internally instead of being stacked n times
+                    n = 1
+            elif kind == "batchnorm":
+                args, c2 = [ch[f]], ch[f]
+            elif kind == "concat":
+                c2 = sum(ch[x] for x in f)
+            elif kind == "detect":
+                args.append([ch[x] for x in f])
+                if isinstance(args[1], int):  # number of anchors per level only: placeholder anchors
+                    args[1] = [list(range(args[1] * 2))] * len(f)
+                if issubclass(cls, Segment) and len(args) > 3:
+                    args[3] = make_divisible(args[3] * gw, 8)  # prototype channels follow the width multiple
+            elif kind == "classify":
+                c1 = ch[f]
+                args = [c1, *args]
+                c2 = args[1]
+            else:
+                c2 = ch[f] if isinstance(f, int) else ch[f[0]]
+            try:
+                m_ = nn.Sequential(*(cls(*args) for _ in range(n))) if n > 1 else cls(*args)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{src}: layer {i}: cannot build {m} with arguments {args}: {e}") from None
+            t = f"{cls.__module__}.{cls.__name__}"
+            n_params = sum(x.numel() for x in m_.parameters())
+            m_.i, m_.f, m_.type, m_.np = i, f, t, n_params
+            LOGGER.info(f"{i:>3}{str(f):>18}{n_:>3}{n_params:10.0f}  {t:<40}{str(args):<30}")
+            save.extend(x % i for x in ([f] if isinstance(f, int) else f) if x != -1)
+            layers.append(m_)
+            if i == 0:
+                ch = []
+            ch.append(c2)
+    finally:
+        Conv.default_act = default_act  # a YAML's activation applies to its own model only
+    return nn.Sequential(*layers), sorted(save)
+
+
+def load_yaml_cfg(cfg: str | Path | dict) -> dict:
+    """Model dict from a dict (copied) or a YAML path/name (looked up under models/ when not found as given)."""
+    if isinstance(cfg, dict):
+        return deepcopy(cfg)
+    path = find_file(cfg, search=("models", "models/segment", "models/hub"))
+    try:
+        d = yaml.safe_load(path.read_text(encoding="utf-8", errors="ignore"))
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: expected a mapping with nc, backbone and head")
+    for key in ("nc", "backbone", "head"):
+        if key not in d:
+            raise ValueError(f"{path}: missing required key {key!r}")
+    return d
+
+
+def initialize_weights(model: nn.Module) -> None:
+    """Upstream's init: BatchNorm eps 1e-3 / momentum 0.03, activations in place (conv weights keep torch defaults)."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eps = 1e-3
+            m.momentum = 0.03
+        elif isinstance(m, (nn.Hardswish, nn.LeakyReLU, nn.ReLU, nn.ReLU6, nn.SiLU)):
+            m.inplace = True
+
+
+def check_anchor_order(m: Detect) -> None:
+    """Flip the anchor levels if their sizes run against the stride order (anchors in pixels or grid units)."""
+    a = m.anchors.prod(-1).mean(-1).view(-1)
+    da, ds = a[-1] - a[0], m.stride[-1] - m.stride[0]
+    if da and da.sign() != ds.sign():
+        LOGGER.info("Reversing anchor order")
+        m.anchors[:] = m.anchors.flip(0)
+
+
+def scale_img(img: torch.Tensor, ratio: float = 1.0, same_shape: bool = False, gs: int = 32) -> torch.Tensor:
+    """Resize a BCHW batch by ratio and pad (value 0.447) up to a multiple of gs unless same_shape."""
+    if ratio == 1.0:
+        return img
+    h, w = img.shape[2:]
+    s = (int(h * ratio), int(w * ratio))
+    img = F.interpolate(img, size=s, mode="bilinear", align_corners=False)
+    if not same_shape:
+        h, w = (math.ceil(x * ratio / gs) * gs for x in (h, w))
+    return F.pad(img, [0, w - s[1], 0, h - s[0]], value=0.447)
+
+
+class BaseModel(nn.Module):
+    """Runs `self.model` layer by layer, keeping the outputs later layers refer to (`self.save`)."""
+
+    def forward(self, x: torch.Tensor, augment: bool = False, profile: bool = False, visualize=False):
+        """Plain forward; `visualize` is a folder for feature-map images (or False)."""
+        return self._forward_once(x, profile, visualize)
+
+    def _forward_once(self, x: torch.Tensor, profile: bool = False, visualize=False):
+        y, dt = [], []
+        for m in self.model:
+            if m.f != -1:
+                x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
+            if profile:
+                self._profile_one_layer(m, x, dt)
+            x = m(x)
+            y.append(x if m.i in self.save else None)
+            if visualize:
+                _visualize(x, m.type, m.i, visualize)
+        return x
+
+    def _profile_one_layer(self, m: nn.Module, x, dt: list[float]) -> None:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        last = m is self.model[-1]
+        arg = (lambda: list(x)) if isinstance(x, list) else (lambda: x)  # heads rewrite their input list in place
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            m(arg())
+        t = time.perf_counter()
+        with torch.no_grad():
+            for _ in range(10):
+                m(arg())
+        dt.append((time.perf_counter() - t) * 100)  # ms per call (10 calls)
+        if m is self.model[0]:
+            LOGGER.info(f"{'time (ms)':>10s} {'GFLOPs':>10s} {'params':>10s}  module")
+        LOGGER.info(f"{dt[-1]:10.2f} {counter.get_total_flops() / 1e9:10.2f} {m.np:10.0f}  {m.type}")
+        if last:
+            LOGGER.info(f"{sum(dt):10.2f} {'-':>10s} {'-':>10s}  Total")
+
+    def fuse(self) -> BaseModel:
+        """Fold every Conv's BatchNorm into its convolution (inference only)."""
+        LOGGER.info("Fusing layers... ")
+        for m in self.model.modules():
+            if isinstance(m, Conv) and hasattr(m, "bn"):
+                m.conv = fuse_conv_and_bn(m.conv, m.bn)
+                delattr(m, "bn")
+                m.forward = m.forward_fuse
+        self.info()
+        return self
+
+    def info(self, verbose: bool = False, imgsz: int = 640) -> str:
+        """Log and return the summary line."""
+        return model_info(self, verbose, imgsz)
+
+    def _apply(self, fn, *args, **kwargs):
+        self = super()._apply(fn, *args, **kwargs)
+        m = self.model[-1] if len(self.model) else None
+        if isinstance(m, Detect):  # cached grids are rebuilt lazily on the new device/dtype
+            m.grid = [torch.empty(0) for _ in range(m.nl)]
+            m.anchor_grid = [torch.empty(0) for _ in range(m.nl)]
+        return self
+
+
+def _visualize(x, module_type: str, stage: int, save_dir) -> None:
+    try:
+        from utils.plots import feature_visualization
+    except ImportError:
+        return
+    feature_visualization(x, module_type, stage, save_dir=Path(save_dir))
+
+
+def _cfg_and_file(cfg: str | Path | dict) -> tuple[dict, str | None]:
+    d = load_yaml_cfg(cfg)
+    return d, (None if isinstance(cfg, dict) else Path(cfg).name)
+
+
+class DetectionModel(BaseModel):
+    """YOLOv5 detection model (also the base of SegmentationModel)."""
+
+    def __init__(self, cfg: str | Path | dict = "yolov5s.yaml", ch: int = 3, nc: int | None = None,
+                 anchors: list | int | None = None):
+        super().__init__()
+        self.yaml, self.yaml_file = _cfg_and_file(cfg)
+        ch = self.yaml["ch"] = self.yaml.get("ch", ch)
+        if nc and nc != self.yaml["nc"]:
+            LOGGER.info(f"Overriding model.yaml nc={self.yaml['nc']} with nc={nc}")
+            self.yaml["nc"] = nc
+        if anchors:
+            LOGGER.info(f"Overriding model.yaml anchors with anchors={anchors}")
+            self.yaml["anchors"] = round(anchors) if isinstance(anchors, (int, float)) else anchors
+        self.model, self.save = parse_model(dict(self.yaml, yaml_file=self.yaml_file or "model yaml"), ch=[ch])
+        self.nc = self.yaml["nc"]
+        self.names = {i: f"class{i}" for i in range(self.nc)}
+        self.inplace = self.yaml.get("inplace", True)
+        self.hyp = None
+        m = self.model[-1]
+        if not isinstance(m, Detect):
+            raise ValueError(f"{self.yaml_file or 'model yaml'}: the last layer must be Detect or Segment, "
+                             f"got {type(m).__name__}")
+        m.inplace = self.inplace
+        s = 256  # dry run in train mode to measure each level's stride
+        bns = [b for b in self.modules() if isinstance(b, nn.BatchNorm2d)]
+        momenta = [b.momentum for b in bns]
+        for b in bns:  # upstream runs this pass before setting momentum 0.03: same BatchNorm statistics afterwards
+            b.momentum = 0.1
+        with torch.no_grad():
+            out = self._forward_once(torch.zeros(1, ch, s, s))
+        for b, mom in zip(bns, momenta):
+            b.momentum = mom
+        maps = out[0] if isinstance(m, Segment) else out
+        m.stride = torch.tensor([s / x.shape[-2] for x in maps])
+        check_anchor_order(m)
+        m.anchors /= m.stride.view(-1, 1, 1)
+        self.stride = m.stride
+        self._initialize_biases()
+        initialize_weights(self)
+        self.info()
+        LOGGER.info("")
+
+    def forward(self, x: torch.Tensor, augment: bool = False, profile: bool = False, visualize=False):
+        """Forward; augment=True runs test-time augmentation and returns (merged predictions, None)."""
+        if augment:
+            return self._forward_augment(x)
+        return self._forward_once(x, profile, visualize)
+
+    def _forward_augment(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        img_size = x.shape[-2:]
+        gs = int(self.stride.max())
+        y = []
+        for si, fi in zip((1, 0.83, 0.67), (None, 3, None)):  # scales, flips (3 = left-right)
+            xi = scale_img(x.flip(fi) if fi else x, si, gs=gs)
+            yi = self._forward_once(xi)[0]
+            y.append(self._descale_pred(yi, fi, si, img_size))
+        y = self._clip_augmented(y)
+        return torch.cat(y, 1), None
+
+    def _descale_pred(self, p: torch.Tensor, flips: int | None, scale: float, img_size) -> torch.Tensor:
+        """Map predictions of a scaled/flipped image back to the original image."""
+        if self.inplace:
+            p[..., :4] /= scale
+            if flips == 2:
+                p[..., 1] = img_size[0] - p[..., 1]
+            elif flips == 3:
+                p[..., 0] = img_size[1] - p[..., 0]
+            return p
+        x, y, wh = p[..., 0:1] / scale, p[..., 1:2] / scale, p[..., 2:4] / scale
+        if flips == 2:
+            y = img_size[0] - y
+        elif flips == 3:
+            x = img_size[1] - x
+        return torch.cat((x, y, wh, p[..., 4:]), -1)
+
+    def _clip_augmented(self, y: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Drop the largest-object level of the full-size pass and the smallest of the smallest pass (TTA tails)."""
+        nl = self.model[-1].nl
+        g = sum(4**x for x in range(nl))  # grid points per level relative to the coarsest
+        i = y[0].shape[1] // g  # coarsest level of the first pass
+        y[0] = y[0][:, :-i]
+        i = (y[-1].shape[1] // g) * 4 ** (nl - 1)  # finest level of the last pass
+        y[-1] = y[-1][:, i:]
+        return y
+
+    def _initialize_biases(self, cf: torch.Tensor | None = None) -> None:
+        """Objectness prior of ~8 objects per 640 image, class prior 0.6/nc (or from class frequencies cf)."""
+        m = self.model[-1]
+        with torch.no_grad():
+            for mi, s in zip(m.m, m.stride):
+                b = mi.bias.view(m.na, -1)
+                b[:, 4] += math.log(8 / (640 / s) ** 2)
+                b[:, 5:5 + m.nc] += math.log(0.6 / (m.nc - 0.99999)) if cf is None else torch.log(cf / cf.sum())
+
+
+Model = DetectionModel  # upstream alias
+
+
+class SegmentationModel(DetectionModel):
+    """YOLOv5 instance-segmentation model (Segment head)."""
+
+    def __init__(self, cfg: str | Path | dict = "yolov5s-seg.yaml", ch: int = 3, nc: int | None = None,
+                 anchors: list | int | None = None):
+        super().__init__(cfg, ch, nc, anchors)
+
+
+class ClassificationModel(BaseModel):
+    """YOLOv5 classifier: a detection backbone cut at `cutoff` with a Classify head in place of its last layer."""
+
+    def __init__(self, cfg: str | Path | dict | None = None, model: DetectionModel | None = None, nc: int = 1000,
+                 cutoff: int = 10, ch: int = 3):
+        super().__init__()
+        if model is None and cfg is None:
+            raise ValueError("ClassificationModel needs a cfg or a DetectionModel")
+        if model is None:
+            d = load_yaml_cfg(cfg)
+            if _head_class(d) is Classify:
+                self._from_yaml(cfg, nc, ch)
+                return
+            model = DetectionModel(cfg, ch=ch)
+        self._from_detection_model(model, nc, cutoff)
+
+    def _from_detection_model(self, model: DetectionModel, nc: int, cutoff: int) -> None:
+        layers = model.model[:cutoff]
+        m = layers[-1]
+        c1 = m.conv.in_channels if hasattr(m, "conv") else m.cv1.conv.in_channels
+        c = Classify(c1, nc)
+        c.i, c.f, c.type, c.np = m.i, m.f, "models.heads.Classify", sum(x.numel() for x in c.parameters())
+        layers[-1] = c
+        self.model, self.save, self.nc = layers, [], nc
+        self.stride = model.stride
+        self.yaml_file = None
+        rows = (model.yaml["backbone"] + model.yaml["head"])[: cutoff - 1]
+        self.yaml = {k: v for k, v in model.yaml.items() if k not in ("anchors", "backbone", "head")}
+        self.yaml.update(nc=nc, backbone=deepcopy(rows), head=[[m.f, 1, "Classify", ["nc"]]])
+        self.names = {i: f"class{i}" for i in range(nc)}
+
+    def _from_yaml(self, cfg: str | Path | dict, nc: int | None, ch: int) -> None:
+        self.yaml, self.yaml_file = _cfg_and_file(cfg)
+        ch = self.yaml["ch"] = self.yaml.get("ch", ch)
+        if nc and nc != self.yaml["nc"]:
+            LOGGER.info(f"Overriding model.yaml nc={self.yaml['nc']} with nc={nc}")
+            self.yaml["nc"] = nc
+        self.nc = self.yaml["nc"]
+        self.model, self.save = parse_model(dict(self.yaml, yaml_file=self.yaml_file or "model yaml"), ch=[ch])
+        self.names = {i: f"class{i}" for i in range(self.nc)}
+        initialize_weights(self)
+        self.eval()  # measuring the backbone's stride must not touch BatchNorm statistics
+        x, y = torch.zeros(1, ch, 256, 256), []
+        with torch.no_grad():
+            for layer in self.model[:-1]:
+                if layer.f != -1:
+                    x = y[layer.f] if isinstance(layer.f, int) else [x if j == -1 else y[j] for j in layer.f]
+                x = layer(x)
+                y.append(x if layer.i in self.save else None)
+        self.train()
+        self.stride = torch.tensor([256 / x.shape[-2]]) if x.ndim == 4 else torch.tensor([32.0])
+        self.info()
+
+
+def _head_class(d: dict) -> type | None:
+    rows = d.get("head") or d.get("backbone") or []
+    try:
+        return lookup(rows[-1][2])
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
+def build_model(cfg: str | Path | dict, ch: int = 3, nc: int | None = None) -> BaseModel:
+    """Build the model class that matches the YAML's head (Segment, Detect or Classify)."""
+    head = _head_class(load_yaml_cfg(cfg))
+    if head is not None and issubclass(head, Segment):
+        return SegmentationModel(cfg, ch=ch, nc=nc)
+    if head is not None and issubclass(head, Detect):
+        return DetectionModel(cfg, ch=ch, nc=nc)
+    if head is not None and issubclass(head, Classify):
+        return ClassificationModel(cfg, nc=nc, ch=ch)
+    raise ValueError(f"{cfg if not isinstance(cfg, dict) else 'model dict'}: last layer must be Detect, Segment "
+                     f"or Classify")
+
+
+def _select_device(device: str) -> torch.device:
+    with contextlib.suppress(ImportError):
+        from utils.device import select_device
+
+        return select_device(device)
+    return torch.device("cuda:0" if device not in ("", "cpu") and torch.cuda.is_available() else "cpu")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: build a model, print its layer table and summary; optionally profile or build every YAML."""
+    parser = argparse.ArgumentParser(description="Build a YOLOv5 model from YAML and print its summary")
+    parser.add_argument("--cfg", type=str, default="yolov5s.yaml", help="model.yaml")
+    parser.add_argument("--batch-size", type=int, default=1, help="total batch size for all GPUs")
+    parser.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
+    parser.add_argument("--profile", action="store_true", help="profile model speed")
+    parser.add_argument("--line-profile", action="store_true", help="profile model speed layer by layer")
+    parser.add_argument("--test", action="store_true", help="test all yolo*.yaml")
+    opt = parser.parse_args(argv)
+    try:
+        device = _select_device(opt.device)
+        model = build_model(opt.cfg).to(device)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
+    im = torch.rand(opt.batch_size, 3, 640, 640, device=device)
+    if opt.line_profile:
+        model(im, profile=True)
+    elif opt.profile:
+        model.eval()
+        with torch.no_grad():
+            model(im)  # warm-up
+            t = time.perf_counter()
+            for _ in range(3):
+                model(im)
+        LOGGER.info(f"forward: {(time.perf_counter() - t) / 3 * 1000:.1f} ms at batch {opt.batch_size}x3x640x640")
+    elif opt.test:
+        for cfg in sorted((ROOT / "models").rglob("yolo*.yaml")):
+            try:
+                build_model(cfg)
+            except Exception as e:  # report every broken YAML, keep going
+                LOGGER.info(f"Error in {cfg}: {e}")
+    else:
+        model.fuse()
+
+
+if __name__ == "__main__":
+    main()
