@@ -105,3 +105,6 @@ def clip_gradients(model: nn.Module, max_norm: float = 10.0) -> torch.Tensor:
     if not params:
         return torch.zeros(())
     return torch.nn.utils.clip_grad_norm_(params, max_norm=max_norm, foreach=True)
+
+
+warmup_values = warmup  # name used in plan/INTERFACES.md
