@@ -1,0 +1,224 @@
+"""Reading and checking data YAMLs: required keys, class names, absolute split paths, generating or downloading data.
+
+Path rules (YOLOv5's): a relative `path:` is taken relative to the repository root (utils.paths.ROOT); when nothing
+exists there but the folder exists next to the YAML file, that one is used instead (so a YAML kept beside its dataset
+works from anywhere). train/val/test are relative to `path`; an entry starting with `../` that doesn't exist is retried
+without it. Every problem is raised as a DatasetError with a single line that names the YAML; callers print str(e).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import yaml
+
+from utils.log import LOGGER
+from utils.paths import DATASETS_DIR, ROOT, find_file
+
+REQUIRED_KEYS = ("train", "val", "names")
+SPLITS = ("train", "val", "test")
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
+DOWNLOAD_TIMEOUT_S = 30
+
+
+class DatasetError(ValueError):
+    """A data YAML or the dataset it describes is unusable; the message is one line naming the file."""
+
+
+def _is_archive(name: str) -> bool:
+    return str(name).lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def _extract(archive: Path, dest: Path) -> list[str]:
+    """Unpack a .zip/.tar(.gz) into dest, refusing members that would land outside it; returns member names."""
+    dest = dest.resolve()
+    dest.mkdir(parents=True, exist_ok=True)
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as z:
+            names = z.namelist()
+            for n in names:
+                if not (dest / n).resolve().is_relative_to(dest):
+                    raise DatasetError(f"{archive}: member {n!r} would be written outside {dest}")
+            z.extractall(dest)
+        return names
+    with tarfile.open(archive) as t:
+        names = t.getnames()
+        for n in names:
+            if not (dest / n).resolve().is_relative_to(dest):
+                raise DatasetError(f"{archive}: member {n!r} would be written outside {dest}")
+        try:
+            t.extractall(dest, filter="data")
+        except TypeError:  # Python without extraction filters; members were checked above
+            t.extractall(dest)
+    return names
+
+
+def _yaml_from_archive(archive: Path) -> Path:
+    """Unpack a dataset archive into DATASETS_DIR and return the data YAML it contains."""
+    names = _extract(archive, DATASETS_DIR)
+    yamls = sorted((n for n in names if n.lower().endswith((".yaml", ".yml"))), key=lambda n: (n.count("/"), n))
+    if not yamls:
+        raise DatasetError(f"{archive}: no data YAML inside the archive")
+    return DATASETS_DIR / yamls[0]
+
+
+def _read_yaml(file: Path) -> dict:
+    try:
+        with open(file, encoding="utf-8") as f:
+            d = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise DatasetError(f"{file}: not valid YAML{line}") from None
+    if not isinstance(d, dict):
+        raise DatasetError(f"{file}: expected a mapping with train/val/names keys")
+    return d
+
+
+def _names(value, name: str) -> dict[int, str]:
+    """names as a list or {int: str} -> {int: str}."""
+    if isinstance(value, (list, tuple)):
+        names = {i: str(v) for i, v in enumerate(value)}
+    elif isinstance(value, dict):
+        bad = [k for k in value if not isinstance(k, int) or isinstance(k, bool)]
+        if bad:
+            raise DatasetError(f"{name}: 'names' keys must be integers (e.g. 2: car), got {bad[0]!r}")
+        names = {int(k): str(v) for k, v in sorted(value.items())}
+    else:
+        raise DatasetError(f"{name}: 'names' must be a list or a mapping of int to name")
+    if not names:
+        raise DatasetError(f"{name}: 'names' is empty")
+    return names
+
+
+def _resolve_root(value, yaml_file: Path | None) -> Path:
+    """Dataset root: absolute, else under ROOT, else (fallback) next to the YAML."""
+    p = Path(str(value)).expanduser() if value else Path("")
+    if p.is_absolute():
+        return Path(os.path.normpath(p))
+    candidate = ROOT / p
+    if not candidate.exists() and yaml_file is not None and (Path(yaml_file).parent / p).exists():
+        candidate = Path(yaml_file).parent / p
+    return Path(os.path.normpath(os.path.abspath(candidate)))
+
+
+def _resolve_split(root: Path, value):
+    """A split entry (or list of entries) -> absolute str (or list of str)."""
+    if isinstance(value, (list, tuple)):
+        return [_resolve_split(root, v) for v in value]
+    x = str(value)
+    full = root / Path(x).expanduser()
+    if not full.exists() and x.startswith("../") and (root / x[3:]).exists():
+        full = root / x[3:]
+    return os.path.normpath(os.path.abspath(full))
+
+
+def _as_list(v) -> list[str]:
+    return list(v) if isinstance(v, (list, tuple)) else [v]
+
+
+def _generate(d: dict, name: str, missing: list[str]) -> None:
+    """Build the built-in synthetic dataset (`generate: shapes`) when absent or made with other settings."""
+    from utils.data import synthetic
+
+    kind = str(d["generate"])
+    if kind != "shapes":
+        raise DatasetError(f"{name}: unknown 'generate: {kind}' (known: shapes)")
+    root = Path(d["path"])
+    if root.name not in synthetic.TREES:
+        raise DatasetError(f"{name}: 'generate: shapes' needs 'path' to end in one of {', '.join(synthetic.TREES)}")
+    args = dict(d.get("generate_args") or {})
+    unknown = sorted(set(args) - set(synthetic.DEFAULTS))
+    if unknown:
+        raise DatasetError(f"{name}: unknown generate_args key {unknown[0]!r} (known: {', '.join(synthetic.DEFAULTS)})")
+    if "imgsz_range" in args:
+        args["imgsz_range"] = tuple(args["imgsz_range"])
+    marker = root / synthetic.MARKER
+    if not missing and (not marker.is_file() or synthetic.shapes_up_to_date(root.parent, **args)):
+        return  # present, and either current or not ours to replace
+    why = "not found" if missing else "made with other settings"
+    LOGGER.info(f"{name}: dataset {why} at {root}, generating the synthetic shapes dataset in {root.parent} ...")
+    synthetic.generate_shapes(root.parent, **args)
+
+
+def _download(d: dict, name: str, missing: list[str], autodownload: bool, has_path: bool) -> None:
+    """Fetch and unpack a `download:` URL; scripts are refused; failures become one DatasetError line."""
+    where = ", ".join(missing)
+    dl = d.get("download")
+    if not dl:
+        raise DatasetError(f"{name}: dataset not found at {where}: put the dataset there or fix 'path'")
+    if not autodownload:
+        raise DatasetError(f"{name}: dataset not found at {where} (automatic download is off)")
+    url = str(dl).strip()
+    if "\n" in url or not url.startswith(("http://", "https://")):
+        raise DatasetError(f"{name}: dataset not found at {where}; its 'download:' is a script and code from data "
+                           f"YAMLs is never run: get the dataset yourself and put it there")
+    dest = Path(d["path"]).parent if has_path else DATASETS_DIR
+    archive = dest / url.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+    LOGGER.info(f"{name}: dataset not found at {where}, downloading {url} to {archive} ...")
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as r, open(archive, "wb") as f:
+            shutil.copyfileobj(r, f)
+    except (urllib.error.URLError, OSError, ValueError):
+        archive.unlink(missing_ok=True)
+        raise DatasetError(f"{name}: dataset not found at {where} and download failed (offline?): "
+                           f"put the dataset there or fix 'path'") from None
+    if _is_archive(archive.name):
+        try:
+            _extract(archive, dest)
+        except (zipfile.BadZipFile, tarfile.TarError, OSError):
+            raise DatasetError(f"{name}: {url} is not a readable archive: put the dataset at {where}") from None
+        finally:
+            archive.unlink(missing_ok=True)
+    still = [v for v in missing if not Path(v).exists()]
+    if still:
+        raise DatasetError(f"{name}: downloaded {url} but {', '.join(still)} still does not exist: fix 'path'")
+
+
+def check_dataset(data: str | Path | dict, autodownload: bool = True) -> dict:
+    """Load a data YAML (or dict), validate it and make sure its val data exists; returns the dict, paths absolute."""
+    yaml_file = None
+    if isinstance(data, (str, Path)):
+        if _is_archive(str(data)) and Path(data).is_file():
+            data = _yaml_from_archive(Path(data))
+        yaml_file = find_file(data)  # FileNotFoundError naming the file when it doesn't exist
+        d = _read_yaml(yaml_file)
+    elif isinstance(data, dict):
+        d = dict(data)
+    else:
+        raise DatasetError(f"{data!r}: expected a data YAML file or a dict")
+    name = str(yaml_file or d.get("yaml_file") or "data dict")
+
+    for k in REQUIRED_KEYS:
+        if d.get(k) is None:
+            raise DatasetError(f"{name}: missing key '{k}'")
+    d["names"] = _names(d["names"], name)
+    if "nc" in d and d["nc"] != len(d["names"]):
+        LOGGER.warning(f"WARNING ⚠️ {name}: nc={d['nc']} but {len(d['names'])} names given, using "
+                       f"nc={len(d['names'])}")
+    d["nc"] = len(d["names"])
+
+    has_path = bool(d.get("path"))
+    d["path"] = str(_resolve_root(d.get("path"), yaml_file))
+    for k in SPLITS:
+        if d.get(k):
+            d[k] = _resolve_split(Path(d["path"]), d[k])
+    if yaml_file is not None:
+        d["yaml_file"] = str(yaml_file)
+
+    missing = [v for v in _as_list(d["val"]) if not Path(v).exists()]
+    if d.get("generate"):
+        _generate(d, name, missing)
+    elif missing:
+        _download(d, name, missing, autodownload, has_path)
+    still = [v for v in _as_list(d["val"]) if not Path(v).exists()]
+    if still:
+        raise DatasetError(f"{name}: dataset not found at {', '.join(still)}")
+    return d
