@@ -84,6 +84,17 @@ def test_unknown_module_is_stubbed_not_imported(tmp_path):
     assert "no_such_pkg_zz" not in sys.modules
 
 
+@pytest.mark.parametrize("data,why", [
+    (b"\x80\x02c__builtin__\nbytes\nJ\x00\x00\x00\x7f\x85R.", "integer size"),  # bytes(2 GB)
+    (b"\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nJ\x00\x00\x00\x7f\x85U\x01b\x87R.",
+     "empty numpy"),
+    (b"\x80\x02c__builtin__\ngetattr\nccollections\nOrderedDict\nX\x07\x00\x00\x00__new__\x86R.", "stubbed"),
+])
+def test_allocation_bombs_and_getattr_refused(tmp_path, data, why):
+    with pytest.raises(UpstreamPickleError, match=why):
+        read_torch_zip(_torch_zip(tmp_path / "bomb.pt", data))
+
+
 def test_storage_record_too_short_is_refused(tmp_path):
     # persistent id claims 1000 float32 values but the record holds 8 bytes
     pid = ("storage", None, "0", "cpu", 1000)

@@ -83,8 +83,9 @@ def _np_multiarray():
 
 
 def _np_reconstruct(subtype, shape, dtype):
-    if subtype is not np.ndarray:
-        raise pickle.UnpicklingError("numpy _reconstruct is only allowed for numpy.ndarray")
+    # numpy always pickles an empty placeholder that BUILD then fills; any other shape would be an allocation bomb
+    if subtype is not np.ndarray or tuple(shape) != (0,):
+        raise pickle.UnpicklingError("numpy _reconstruct is only allowed for an empty numpy.ndarray")
     return _np_multiarray()._reconstruct(np.ndarray, shape, dtype)
 
 
@@ -99,6 +100,17 @@ def _codecs_encode(text, encoding="utf-8"):
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1", "utf-8", "utf8"):
         raise pickle.UnpicklingError("only str -> bytes encoding is allowed")
     return text.encode(encoding)
+
+
+def _safe_bytes(data=b"", *args):
+    # bytes(n) / bytearray(n) would allocate n bytes; only copying data already in the pickle is allowed
+    if isinstance(data, int):
+        raise pickle.UnpicklingError("bytes from an integer size is not allowed")
+    return bytes(data, *args) if isinstance(data, str) else bytes(data)
+
+
+def _safe_bytearray(data=b"", *args):
+    return bytearray(_safe_bytes(data, *args))
 
 
 def _posix_path(*parts) -> str:
@@ -155,8 +167,11 @@ _SAFE = {
     ("pathlib._local", "WindowsPath"): _windows_path,
 }
 for _b in ("builtins", "__builtin__"):
-    for _t in (set, frozenset, slice, list, dict, tuple, int, float, complex, bool, str, bytes, bytearray, range):
+    # no list/tuple/range/str: nothing that could expand a small pickle into a huge object or call user methods
+    for _t in (set, frozenset, slice, int, float, complex, bool):
         _SAFE[(_b, _t.__name__)] = _t
+    _SAFE[(_b, "bytes")] = _safe_bytes
+    _SAFE[(_b, "bytearray")] = _safe_bytearray
 for _name in [n for n in dir(np) if n in ("float16", "float32", "float64", "int32", "int64", "uint8", "bool_")]:
     _SAFE[("numpy", _name)] = getattr(np, _name)
 
