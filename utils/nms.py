@@ -1,0 +1,200 @@
+"""Non-maximum suppression: the greedy box NMS kernel and the per-image YOLO post-processing around it.
+
+`nms` uses torchvision's kernel when torchvision is installed and otherwise a pure-torch greedy NMS that keeps
+exactly the boxes torchvision keeps, in the same order. Unlike upstream's `non_max_suppression` there is no
+wall-clock limit: results never depend on machine speed.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from utils.boxes import xywh2xyxy
+
+try:  # optional dependency: only its NMS kernel is used
+    from torchvision.ops import nms as _tv_nms
+except Exception:  # ImportError, or a torchvision built against another torch
+    _tv_nms = None
+
+MAX_WH = 7680  # per-class coordinate offset: larger than any image side, so classes never overlap
+MAX_NMS = 30000  # candidates passed to the NMS kernel per image
+_BLOCK = 512  # boxes resolved together by the pure-torch kernel
+_SPARSE_RATIO = 4  # use x-sweep windows when they hold fewer than n*n/_SPARSE_RATIO pairs
+
+
+def _pair_iou(b1: torch.Tensor, a1: torch.Tensor, b2: torch.Tensor, a2: torch.Tensor) -> torch.Tensor:
+    """IoU (N, M) of xyxy boxes with precomputed areas, using torchvision's float expression (no eps)."""
+    w = (torch.minimum(b1[:, None, 2], b2[None, :, 2]) - torch.maximum(b1[:, None, 0], b2[None, :, 0])).clamp_(min=0)
+    h = (torch.minimum(b1[:, None, 3], b2[None, :, 3]) - torch.maximum(b1[:, None, 1], b2[None, :, 1])).clamp_(min=0)
+    inter = w * h
+    return inter / (a1[:, None] + a2[None, :] - inter)
+
+
+def _suppresses(iou: torch.Tensor, iou_thres: float) -> torch.Tensor:
+    # torchvision compares the float IoU against the double threshold; comparing in float32 would round the
+    # threshold and flip decisions for IoUs that land exactly on float32(thres).
+    return iou.double() > iou_thres
+
+
+def _resolve_block(over: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+    """Greedy keep mask of one score-ordered block given over[j, i] (earlier j suppresses i) and the survivors."""
+    # keep = alive & ~any(kept earlier and overlapping): entry i is final after i rounds, and the loop stops at
+    # the first round that changes nothing, so a suppression chain of length L costs L rounds (one sync each).
+    keep = alive
+    while True:
+        new = alive & ~(over & keep[:, None]).any(0)
+        if torch.equal(new, keep):
+            return keep
+        keep = new
+
+
+def _nms_dense(b: torch.Tensor, area: torch.Tensor, iou_thres: float) -> torch.Tensor:
+    """Keep mask for score-sorted boxes, each block checked against every box kept so far: O(n * kept)."""
+    keep_all = torch.zeros(b.shape[0], dtype=torch.bool, device=b.device)
+    kept_box, kept_area = b[:0], area[:0]
+    for s in range(0, b.shape[0], _BLOCK):
+        bb, ab = b[s:s + _BLOCK], area[s:s + _BLOCK]
+        if kept_box.shape[0]:
+            alive = ~_suppresses(_pair_iou(kept_box, kept_area, bb, ab), iou_thres).any(0)
+        else:
+            alive = torch.ones(bb.shape[0], dtype=torch.bool, device=b.device)
+        keep = _resolve_block(_suppresses(_pair_iou(bb, ab, bb, ab), iou_thres).triu_(1), alive)
+        keep_all[s:s + _BLOCK] = keep
+        idx = keep.nonzero().squeeze(1)  # host sync
+        kept_box, kept_area = torch.cat((kept_box, bb[idx])), torch.cat((kept_area, ab[idx]))
+    return keep_all
+
+
+def _x_windows(b: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """Order boxes by x1 and, per chunk of _BLOCK in that order, the end of the run of boxes that can overlap it."""
+    xo = b[:, 0].argsort(stable=True)
+    x1 = b[xo, 0].contiguous()
+    n, pad = b.shape[0], -b.shape[0] % _BLOCK
+    x2 = torch.cat((b[xo, 2], b.new_full((pad,), -torch.inf))).view(-1, _BLOCK).amax(1)
+    # a later box q can only overlap a box p of the chunk if x1[q] < x2[p] <= max x2 of the chunk
+    hi = torch.searchsorted(x1, x2, side="left").clamp_(max=n)
+    return xo, hi.tolist()  # host sync
+
+
+def _overlap_edges(b, area, xo, hi, iou_thres):
+    """All pairs (earlier, later) in score order whose IoU exceeds the threshold, found within the x windows."""
+    srcs, dsts = [], []
+    bx, ax = b[xo], area[xo]
+    for k, end in enumerate(hi):
+        s = k * _BLOCK
+        e = min(s + _BLOCK, b.shape[0])
+        if end <= s + 1:
+            continue
+        sup = _suppresses(_pair_iou(bx[s:e], ax[s:e], bx[s:end], ax[s:end]), iou_thres)
+        sup &= torch.arange(s, end, device=b.device)[None] > torch.arange(s, e, device=b.device)[:, None]
+        r, c = sup.nonzero().T
+        p, q = xo[r + s], xo[c + s]  # score ranks of the pair
+        srcs.append(torch.minimum(p, q))
+        dsts.append(torch.maximum(p, q))
+    empty = torch.zeros(0, dtype=torch.long, device=b.device)
+    return (torch.cat(srcs), torch.cat(dsts)) if srcs else (empty, empty)
+
+
+def _nms_sparse(b: torch.Tensor, area: torch.Tensor, iou_thres: float, xo, hi) -> torch.Tensor:
+    """Keep mask for score-sorted boxes from the sparse list of suppressing pairs: O(pairs in the x windows)."""
+    n = b.shape[0]
+    src, dst = _overlap_edges(b, area, xo, hi, iou_thres)
+    dst, perm = dst.sort(stable=True)
+    src = src[perm]
+    bounds = torch.searchsorted(dst, torch.arange(0, n + _BLOCK, _BLOCK, device=b.device)).tolist()  # host sync
+    keep_all = torch.zeros(n, dtype=torch.bool, device=b.device)
+    for k, s in enumerate(range(0, n, _BLOCK)):
+        m = min(_BLOCK, n - s)
+        es, ed = src[bounds[k]:bounds[k + 1]], dst[bounds[k]:bounds[k + 1]] - s
+        inner = es >= s
+        hits = torch.zeros(m, dtype=torch.int32, device=b.device)
+        hits.index_add_(0, ed[~inner], keep_all[es[~inner]].int())
+        over = torch.zeros((m, m), dtype=torch.bool, device=b.device)
+        over[es[inner] - s, ed[inner]] = True
+        keep_all[s:s + m] = _resolve_block(over, hits == 0)
+    return keep_all
+
+
+def nms_torch(boxes: torch.Tensor, scores: torch.Tensor, iou_thres: float) -> torch.Tensor:
+    """Pure-torch greedy NMS, identical to torchvision.ops.nms: kept indices (int64) sorted by score descending.
+
+    Boxes are resolved in score order, in blocks of _BLOCK, each block against the boxes kept before it. Two ways
+    to find who overlaps whom, picked by cost: when boxes are spread out (many classes shifted apart by
+    the class offset, or small boxes) only pairs inside sweep windows along x are measured; when they are
+    crowded, each block is measured against all kept boxes. Host syncs: a few per block (block bookkeeping
+    and one per fixed-point round), none per box.
+    """
+    n = boxes.shape[0]
+    if n == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    order = scores.argsort(descending=True, stable=True)
+    b = boxes[order]
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    if n > _BLOCK and iou_thres >= 0:  # a negative threshold makes even disjoint boxes suppress each other
+        xo, hi = _x_windows(b)
+        window_pairs = sum(min(e, n) - k * _BLOCK for k, e in enumerate(hi)) * _BLOCK
+        if window_pairs < n * n // _SPARSE_RATIO:
+            return order[_nms_sparse(b, area, iou_thres, xo, hi)]
+    return order[_nms_dense(b, area, iou_thres)]
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_thres: float) -> torch.Tensor:
+    """Greedy NMS on xyxy boxes: indices of kept boxes sorted by score (torchvision when available)."""
+    if _tv_nms is not None:
+        return _tv_nms(boxes, scores, iou_thres)
+    return nms_torch(boxes, scores, iou_thres)
+
+
+def _label_rows(lb: torch.Tensor, nc: int, nm: int) -> torch.Tensor:
+    """Turn autolabelling labels (n, 5) [cls, xywh] into prediction rows with objectness and class score 1."""
+    v = torch.zeros((lb.shape[0], 5 + nc + nm), device=lb.device, dtype=lb.dtype)
+    v[:, :4] = lb[:, 1:5]
+    v[:, 4] = 1.0
+    v[torch.arange(lb.shape[0], device=lb.device), lb[:, 0].long() + 5] = 1.0
+    return v
+
+
+def non_max_suppression(prediction, conf_thres: float = 0.25, iou_thres: float = 0.45, classes=None,
+                        agnostic: bool = False, multi_label: bool = False, labels=(), max_det: int = 300,
+                        nm: int = 0) -> list[torch.Tensor]:
+    """YOLO NMS on (bs, N, 5+nc+nm) xywh/obj/cls/coef predictions -> per image (n, 6+nm) xyxy, conf, cls, coefs."""
+    if not 0 <= conf_thres <= 1:
+        raise ValueError(f"non_max_suppression: conf_thres {conf_thres} is not in [0, 1]")
+    if not 0 <= iou_thres <= 1:
+        raise ValueError(f"non_max_suppression: iou_thres {iou_thres} is not in [0, 1]")
+    if isinstance(prediction, (list, tuple)):  # eval-mode model output (inference, raw maps)
+        prediction = prediction[0]
+
+    bs = prediction.shape[0]
+    nc = prediction.shape[2] - nm - 5
+    mi = 5 + nc  # first mask coefficient
+    multi_label &= nc > 1
+    candidates = prediction[..., 4] > conf_thres
+    output = [torch.zeros((0, 6 + nm), device=prediction.device)] * bs
+    for xi, x in enumerate(prediction):
+        x = x[candidates[xi]]
+        if labels and len(labels[xi]):
+            x = torch.cat((x, _label_rows(labels[xi].to(x), nc, nm)), 0)
+        if not x.shape[0]:
+            continue
+
+        # Upstream scales every column after objectness, mask coefficients included; the fixture confirms it.
+        x[:, 5:] *= x[:, 4:5]
+        box = xywh2xyxy(x[:, :4])
+        mask = x[:, mi:]
+        if multi_label:
+            i, j = (x[:, 5:mi] > conf_thres).nonzero(as_tuple=False).T
+            x = torch.cat((box[i], x[i, 5 + j, None], j[:, None].float(), mask[i]), 1)
+        else:
+            conf, j = x[:, 5:mi].max(1, keepdim=True)
+            x = torch.cat((box, conf, j.float(), mask), 1)[conf.view(-1) > conf_thres]
+        if classes is not None:
+            x = x[(x[:, 5:6] == torch.tensor(classes, device=x.device)).any(1)]
+        if not x.shape[0]:
+            continue
+
+        x = x[x[:, 4].argsort(descending=True, stable=True)[:MAX_NMS]]
+        offsets = x[:, 5:6] * (0 if agnostic else MAX_WH)
+        keep = nms(x[:, :4] + offsets, x[:, 4], iou_thres)[:max_det]
+        output[xi] = x[keep]
+    return output
