@@ -12,7 +12,6 @@ Upstream YOLOv5 v7.0 files (pickled modules) are converted to this layout on loa
 from __future__ import annotations
 
 import os
-import pickle
 import random
 import tempfile
 import warnings
@@ -170,7 +169,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         return _from_upstream(path)
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
+    except Exception as e:  # torch.load on arbitrary bytes can fail in many ways (KeyError, EOFError, ...)
         if zipfile.is_zipfile(path):
             try:
                 return _from_upstream(path)
@@ -230,13 +229,14 @@ def load_model(weights: str | Path | list | tuple, device: str | torch.device = 
 
 
 def strip_optimizer(f: str | Path = "best.pt", s: str | Path = "") -> Path:
-    """Finalise a training checkpoint: model <- ema, drop optimizer/ema/updates/best_fitness/train_state, epoch -1."""
+    """Finalise a training checkpoint: model <- ema; optimizer/ema/updates/best_fitness None; epoch -1; FP16."""
     f = Path(f)
     ck = load_checkpoint(f)
     if ck.get("ema") is not None:
         ck["model"] = ck["ema"]
     ck.update(ema=None, optimizer=None, updates=None, best_fitness=None, epoch=-1)
-    ck.pop("train_state", None)
+    for k in ("train_state", "scaler"):  # resume-only state has no use in a finished checkpoint
+        ck.pop(k, None)
     ck["model"] = half_state_dict(ck["model"])
     out = save_checkpoint(ck, s or f)
     mb = out.stat().st_size / 1e6
