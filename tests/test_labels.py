@@ -141,7 +141,10 @@ def test_class_id_beyond_nc_drops_only_that_row(tmp_path, log):
     np.testing.assert_allclose(ds.labels[0], [[0, 0.5, 0.5, 0.25, 0.25]])
     (msg,) = warnings_about(log, "cls.txt")
     assert "[7]" in msg and "nc=3" in msg
-    assert len(dataset(im_dir).labels[0]) == 2  # without nc nothing is dropped (and the cache is not reused blindly)
+    assert len(dataset(im_dir).labels[0]) == 2  # without nc nothing is dropped: one cache serves both
+    log.clear()
+    assert len(dataset(im_dir, nc=3).labels[0]) == 1  # the rule also applies to labels read from the cache
+    assert any("from cache" in r.getMessage() for r in log.records) and len(warnings_about(log, "cls.txt")) == 1
 
 
 def test_duplicate_rows_are_removed(tmp_path, log):
@@ -232,3 +235,15 @@ def test_nothing_found_names_the_path(tmp_path):
         dataset(tmp_path / "images")
     with pytest.raises(FileNotFoundError, match="nope"):
         dataset(tmp_path / "nope")
+
+
+def test_process_pool_scan_matches_thread_scan(tmp_path, monkeypatch):
+    bad = "0 0.5 0.5 0.2\n"
+    im_dir = make_split(tmp_path, {"a.png": (grey(), GOOD), "b.png": (grey(), bad), "c.png": (grey(), "")})
+    ims = sorted(str(p) for p in im_dir.iterdir())
+    threads = scan_labels(ims, img2label_paths(ims), tmp_path / "t.cache")
+    monkeypatch.setattr("utils.data.labels.PROCESS_POOL_MIN", 0)
+    monkeypatch.setattr("utils.data.labels.NUM_THREADS", 2)
+    procs = scan_labels(ims, img2label_paths(ims), tmp_path / "p.cache")
+    assert procs["results"] == threads["results"] == (3, 0, 1, 1, 3)  # nf counts label files, corrupt ones too
+    assert sorted(k for k in procs if k.endswith(".png")) == sorted(k for k in threads if k.endswith(".png"))

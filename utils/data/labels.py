@@ -31,6 +31,7 @@ CACHE_VERSION = "mt-0.1"  # bump when the cache layout or the verification rules
 NUM_THREADS = max(1, min(8, (os.cpu_count() or 1) - 1))
 MAX_PRINTED_MSGS = 30  # a broken dataset can produce thousands of lines; the cache keeps them all
 MIN_IMAGE_SIZE = 10
+PROCESS_POOL_MIN = 2000  # below this many images a thread pool is faster than starting processes
 
 
 def img2label_paths(img_paths: list[str]) -> list[str]:
@@ -124,6 +125,18 @@ def _parse_labels(rows: list[list[str]]) -> tuple[np.ndarray, list[np.ndarray]]:
     return lb, segments
 
 
+def drop_classes(lb: np.ndarray, segments: list, num_cls: int | None, lb_file: str,
+                 prefix: str = "") -> tuple[np.ndarray, list, str]:
+    """Remove rows whose class id is >= num_cls; returns (labels, segments, warning naming file and ids | '')."""
+    if num_cls is None or not len(lb) or not (lb[:, 0] >= num_cls).any():
+        return lb, segments, ""
+    bad = lb[:, 0] >= num_cls
+    ids = sorted({int(c) for c in lb[bad, 0]})
+    msg = (f"{prefix}WARNING ⚠️ {lb_file}: {int(bad.sum())} label row(s) with class id {ids} >= nc={num_cls} "
+           f"dropped (valid ids are 0-{num_cls - 1})")
+    return lb[~bad], ([s for s, k in zip(segments, ~bad) if k] if segments else []), msg
+
+
 def verify_image_label(args: tuple) -> tuple:
     """Check one image/label pair: (im_file, lb_file, prefix, nc|None) ->
     (im_file|None, labels (n,5)|None, (w,h)|None, segments|None, nm, nf, ne, nc_corrupt, msg)."""
@@ -148,14 +161,8 @@ def verify_image_label(args: tuple) -> tuple:
             lb, segments = _parse_labels(rows)
         except _Corrupt as e:
             raise _Corrupt(f"label file {lb_file}: {e}") from None
-        if num_cls is not None and (lb[:, 0] >= num_cls).any():
-            bad = lb[:, 0] >= num_cls
-            ids = sorted({int(c) for c in lb[bad, 0]})
-            msgs.append(f"{prefix}WARNING ⚠️ {lb_file}: {int(bad.sum())} label row(s) with class id {ids} "
-                        f">= nc={num_cls} dropped (valid ids are 0-{num_cls - 1})")
-            keep = ~bad
-            lb = lb[keep]
-            segments = [s for s, k in zip(segments, keep) if k] if segments else []
+        lb, segments, m = drop_classes(lb, segments, num_cls, lb_file, prefix)
+        msgs += [m] if m else []
         _, first = np.unique(lb, axis=0, return_index=True)
         if len(first) < len(lb):
             keep = np.sort(first)  # keep the first copy of each row, in file order
@@ -237,24 +244,41 @@ def scan_labels(im_files: list[str], label_files: list[str], cache_path: Path, p
 
     Returns {im_file: [labels, (w, h), segments], 'results': (nf, nm, ne, nc, n), 'msgs': [...], ...}.
     """
-    from tqdm import tqdm
-
     warn_missing_label_dirs(im_files, prefix)
-    hash_ = get_hash(label_files + im_files, extra=f"nc={num_cls}")
+    hash_ = get_hash(label_files + im_files)
     cache = load_cache(cache_path, hash_)
     if cache is not None:
         nf, nm, ne, nc, n = cache["results"]
         _print_msgs(cache["msgs"])
         LOGGER.info(f"{prefix}Scanning {cache_path}... {nf} found, {nm} missing, {ne} empty, {nc} corrupt (from cache)")
+    else:
+        cache = _scan(im_files, label_files, cache_path, prefix, hash_)
+    if num_cls is None:
         return cache
+    out, msgs = dict(cache), []
+    for im_file, lb_file in zip(im_files, label_files):
+        if im_file in out:
+            lb, shape, segments = out[im_file]
+            lb, segments, m = drop_classes(lb, segments, num_cls, lb_file, prefix)
+            if m:
+                out[im_file] = [lb, shape, segments]
+                msgs.append(m)
+    _print_msgs(msgs)
+    return out
+
+
+def _scan(im_files: list[str], label_files: list[str], cache_path: Path, prefix: str, hash_: str) -> dict:
+    """Verify every pair in a pool, report, and save the result as the cache."""
+    from tqdm import tqdm
 
     cache = {}
     nm = nf = ne = nc = 0
     msgs = []
     desc = f"{prefix}Scanning {cache_path.parent / cache_path.stem}..."
-    jobs = [(im, lb, prefix, num_cls) for im, lb in zip(im_files, label_files)]
+    # nc is applied after the cache (in scan_labels) so that loaders with and without nc share one cache
+    jobs = [(im, lb, prefix, None) for im, lb in zip(im_files, label_files)]
     # Processes pay off only for big datasets; threads start instantly and cv2/PIL file IO releases the GIL.
-    pool_cls = Pool if len(jobs) >= 2000 and NUM_THREADS > 1 else ThreadPool
+    pool_cls = Pool if len(jobs) >= PROCESS_POOL_MIN and NUM_THREADS > 1 else ThreadPool
     with pool_cls(NUM_THREADS) as pool:
         pbar = tqdm(pool.imap(verify_image_label, jobs, chunksize=16), desc=desc, total=len(jobs),
                     bar_format="{l_bar}{bar:10}{r_bar}", disable=len(jobs) < 2)
