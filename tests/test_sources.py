@@ -120,6 +120,7 @@ def test_corrupt_image_skipped(media, logs):
     assert str(media / "0bad.jpg") not in paths and len(paths) == 12
     assert loader.skipped == 1
     assert any("0bad.jpg: cannot read or decode, skipped" in m for m in logs)
+    assert any("1 of 4 files could not be read" in m for m in logs)
 
 
 def test_is_stream_source(tmp_path):

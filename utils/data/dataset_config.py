@@ -188,7 +188,7 @@ def check_dataset(data: str | Path | dict, autodownload: bool = True) -> dict:
     if isinstance(data, (str, Path)):
         if _is_archive(str(data)) and Path(data).is_file():
             data = _yaml_from_archive(Path(data))
-        yaml_file = find_file(data)  # FileNotFoundError naming the file when it doesn't exist
+        yaml_file = Path(os.path.abspath(find_file(data)))  # FileNotFoundError naming the file if it doesn't exist
         d = _read_yaml(yaml_file)
     elif isinstance(data, dict):
         d = dict(data)

@@ -185,6 +185,9 @@ class LoadImages:
             im = _to_tensor_layout(im0, self.img_size, self.stride, self.auto, self.transforms)
             return path, im, im0, self.cap, s
         self._release()
+        if self.skipped and self.count == self.nf:
+            LOGGER.warning(f"WARNING ⚠️ {self.skipped} of {self.nf} files could not be read and were skipped")
+            self.count += 1  # report once, even if __next__ is called again
         raise StopIteration
 
 
