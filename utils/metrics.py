@@ -22,8 +22,9 @@ def fitness(x: np.ndarray) -> np.ndarray:
 
 
 def smooth(y: np.ndarray, f: float = 0.05) -> np.ndarray:
-    """Box-filter y with a window of about 2*f*len(y) samples (odd), padding the ends with the edge values."""
-    nf = round(len(y) * f * 2) // 2 + 1
+    """Box-filter y with an odd window of about f*len(y) samples, padding the ends with the edge values."""
+    nf = round(len(y) * f * 2) // 2
+    nf += 1 - nf % 2  # upstream adds 1 unconditionally; identical for its 1000-point curves, odd for any length
     pad = np.ones(nf // 2)
     yp = np.concatenate((pad * y[0], y, pad * y[-1]))
     return np.convolve(yp, np.ones(nf) / nf, mode="valid")
