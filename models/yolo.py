@@ -272,8 +272,12 @@ def _visualize(x, module_type: str, stage: int, save_dir) -> None:
 
 
 def _cfg_and_file(cfg: str | Path | dict) -> tuple[dict, str | None]:
+    """Model dict and its YAML file name; the name travels inside the dict so that checkpoints rebuilt from the
+    dict still print 'YOLOv5s summary' rather than 'Model summary'."""
     d = load_yaml_cfg(cfg)
-    return d, (None if isinstance(cfg, dict) else Path(cfg).name)
+    if not isinstance(cfg, dict):
+        d["yaml_file"] = Path(cfg).name
+    return d, d.get("yaml_file")
 
 
 class DetectionModel(BaseModel):
@@ -290,7 +294,7 @@ class DetectionModel(BaseModel):
         if anchors:
             LOGGER.info(f"Overriding model.yaml anchors with anchors={anchors}")
             self.yaml["anchors"] = round(anchors) if isinstance(anchors, (int, float)) else anchors
-        self.model, self.save = parse_model(dict(self.yaml, yaml_file=self.yaml_file or "model yaml"), ch=[ch])
+        self.model, self.save = parse_model(self.yaml, ch=[ch])
         self.nc = self.yaml["nc"]
         self.names = {i: f"class{i}" for i in range(self.nc)}
         self.inplace = self.yaml.get("inplace", True)
@@ -386,7 +390,7 @@ class SegmentationModel(DetectionModel):
 class ClassificationModel(BaseModel):
     """YOLOv5 classifier: a detection backbone cut at `cutoff` with a Classify head in place of its last layer."""
 
-    def __init__(self, cfg: str | Path | dict | None = None, model: DetectionModel | None = None, nc: int = 1000,
+    def __init__(self, cfg: str | Path | dict | None = None, model: DetectionModel | None = None, nc: int | None = None,
                  cutoff: int = 10, ch: int = 3):
         super().__init__()
         if model is None and cfg is None:
@@ -397,7 +401,7 @@ class ClassificationModel(BaseModel):
                 self._from_yaml(cfg, nc, ch)
                 return
             model = DetectionModel(cfg, ch=ch)
-        self._from_detection_model(model, nc, cutoff)
+        self._from_detection_model(model, 1000 if nc is None else nc, cutoff)
 
     def _from_detection_model(self, model: DetectionModel, nc: int, cutoff: int) -> None:
         layers = model.model[:cutoff]
@@ -410,7 +414,7 @@ class ClassificationModel(BaseModel):
         self.stride = model.stride
         self.yaml_file = None
         rows = (model.yaml["backbone"] + model.yaml["head"])[: cutoff - 1]
-        self.yaml = {k: v for k, v in model.yaml.items() if k not in ("anchors", "backbone", "head")}
+        self.yaml = {k: v for k, v in model.yaml.items() if k not in ("anchors", "backbone", "head", "yaml_file")}
         self.yaml.update(nc=nc, backbone=deepcopy(rows), head=[[m.f, 1, "Classify", ["nc"]]])
         self.names = {i: f"class{i}" for i in range(nc)}
 
@@ -421,7 +425,7 @@ class ClassificationModel(BaseModel):
             LOGGER.info(f"Overriding model.yaml nc={self.yaml['nc']} with nc={nc}")
             self.yaml["nc"] = nc
         self.nc = self.yaml["nc"]
-        self.model, self.save = parse_model(dict(self.yaml, yaml_file=self.yaml_file or "model yaml"), ch=[ch])
+        self.model, self.save = parse_model(self.yaml, ch=[ch])
         self.names = {i: f"class{i}" for i in range(self.nc)}
         initialize_weights(self)
         self.eval()  # measuring the backbone's stride must not touch BatchNorm statistics

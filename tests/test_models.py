@@ -226,6 +226,8 @@ def test_nc_override_and_classification_from_detection_yaml(quiet):
     model = DetectionModel("yolov5n.yaml", nc=3)
     assert model.nc == 3 and model.model[-1].no == 8 and model.yaml["nc"] == 3
     assert sum(p.numel() for p in model.parameters()) == 1767976  # upstream's figure for yolov5n at nc=3
+    rebuilt = build_model(model.yaml)  # as a checkpoint rebuilds it: same classes, same summary name
+    assert rebuilt.nc == 3 and model_info(rebuilt).startswith("YOLOv5n summary: 214 layers, 1767976 parameters")
     cls = ClassificationModel(model=model, nc=10)
     assert len(cls.model) == 10 and cls.model[-1].linear.out_features == 10
     # the derived YAML rebuilds the same classifier
