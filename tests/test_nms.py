@@ -76,6 +76,8 @@ def test_nms_threshold_is_strict_and_long_chains():
     assert torch.equal(keep, torch.arange(0, 700, 2))
     assert torch.equal(keep, brute_force_nms(chain, scores, 0.3))
     assert nms(chain[:0], scores[:0], 0.5).shape == (0,)
+    with pytest.raises(ValueError, match="negative"):
+        nms_torch(chain, scores, -0.1)
 
 
 def _case_params(name: str):

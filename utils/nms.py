@@ -19,21 +19,30 @@ except Exception:  # ImportError, or a torchvision built against another torch
 MAX_WH = 7680  # per-class coordinate offset: larger than any image side, so classes never overlap
 MAX_NMS = 30000  # candidates passed to the NMS kernel per image
 _BLOCK = 512  # boxes resolved together by the pure-torch kernel
-_SPARSE_RATIO = 4  # use x-sweep windows when they hold fewer than n*n/_SPARSE_RATIO pairs
+_SPARSE_RATIO = 8  # use x-sweep windows when they hold fewer than n*n/_SPARSE_RATIO pairs
 
 
-def _pair_iou(b1: torch.Tensor, a1: torch.Tensor, b2: torch.Tensor, a2: torch.Tensor) -> torch.Tensor:
-    """IoU (N, M) of xyxy boxes with precomputed areas, using torchvision's float expression (no eps)."""
-    w = (torch.minimum(b1[:, None, 2], b2[None, :, 2]) - torch.maximum(b1[:, None, 0], b2[None, :, 0])).clamp_(min=0)
-    h = (torch.minimum(b1[:, None, 3], b2[None, :, 3]) - torch.maximum(b1[:, None, 1], b2[None, :, 1])).clamp_(min=0)
+def _overlapping_pairs(b1, a1, b2, a2, iou_thres: float, upper: bool = False):
+    """Index pairs (i, j) of b1 x b2 (xyxy, areas a1/a2) whose IoU exceeds iou_thres (>= 0); upper: only j > i.
+
+    Only pairs whose boxes intersect can pass, so a cheap byte mask of intersecting pairs picks the candidates
+    and the exact IoU is computed for those alone (crowded scenes: a fraction of all pairs).
+    """
+    x1, y1, x2, y2 = b1[:, None, 0], b1[:, None, 1], b1[:, None, 2], b1[:, None, 3]
+    cand = (b2[None, :, 0] < x2) & (x1 < b2[None, :, 2]) & (b2[None, :, 1] < y2) & (y1 < b2[None, :, 3])
+    if upper:
+        cand.triu_(1)
+    i, j = cand.nonzero().T  # host sync
+    p, q = b1[i], b2[j]
+    # torchvision's float expression, no eps: inter / (area_i + area_j - inter)
+    w = (torch.minimum(p[:, 2], q[:, 2]) - torch.maximum(p[:, 0], q[:, 0])).clamp_(min=0)
+    h = (torch.minimum(p[:, 3], q[:, 3]) - torch.maximum(p[:, 1], q[:, 1])).clamp_(min=0)
     inter = w * h
-    return inter / (a1[:, None] + a2[None, :] - inter)
-
-
-def _suppresses(iou: torch.Tensor, iou_thres: float) -> torch.Tensor:
-    # torchvision compares the float IoU against the double threshold; comparing in float32 would round the
-    # threshold and flip decisions for IoUs that land exactly on float32(thres).
-    return iou.double() > iou_thres
+    iou = inter / (a1[i] + a2[j] - inter)
+    # torchvision compares the float IoU with the double threshold; a float32 comparison would round the
+    # threshold and flip decisions for IoUs that land exactly on float32(thres)
+    m = iou.double() > iou_thres
+    return i[m], j[m]
 
 
 def _resolve_block(over: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
@@ -54,11 +63,12 @@ def _nms_dense(b: torch.Tensor, area: torch.Tensor, iou_thres: float) -> torch.T
     kept_box, kept_area = b[:0], area[:0]
     for s in range(0, b.shape[0], _BLOCK):
         bb, ab = b[s:s + _BLOCK], area[s:s + _BLOCK]
+        alive = torch.ones(bb.shape[0], dtype=torch.bool, device=b.device)
         if kept_box.shape[0]:
-            alive = ~_suppresses(_pair_iou(kept_box, kept_area, bb, ab), iou_thres).any(0)
-        else:
-            alive = torch.ones(bb.shape[0], dtype=torch.bool, device=b.device)
-        keep = _resolve_block(_suppresses(_pair_iou(bb, ab, bb, ab), iou_thres).triu_(1), alive)
+            alive[_overlapping_pairs(kept_box, kept_area, bb, ab, iou_thres)[1]] = False
+        over = torch.zeros((bb.shape[0], bb.shape[0]), dtype=torch.bool, device=b.device)
+        over[_overlapping_pairs(bb, ab, bb, ab, iou_thres, upper=True)] = True
+        keep = _resolve_block(over, alive)
         keep_all[s:s + _BLOCK] = keep
         idx = keep.nonzero().squeeze(1)  # host sync
         kept_box, kept_area = torch.cat((kept_box, bb[idx])), torch.cat((kept_area, ab[idx]))
@@ -85,9 +95,7 @@ def _overlap_edges(b, area, xo, hi, iou_thres):
         e = min(s + _BLOCK, b.shape[0])
         if end <= s + 1:
             continue
-        sup = _suppresses(_pair_iou(bx[s:e], ax[s:e], bx[s:end], ax[s:end]), iou_thres)
-        sup &= torch.arange(s, end, device=b.device)[None] > torch.arange(s, e, device=b.device)[:, None]
-        r, c = sup.nonzero().T
+        r, c = _overlapping_pairs(bx[s:e], ax[s:e], bx[s:end], ax[s:end], iou_thres, upper=True)
         p, q = xo[r + s], xo[c + s]  # score ranks of the pair
         srcs.append(torch.minimum(p, q))
         dsts.append(torch.maximum(p, q))
@@ -124,13 +132,15 @@ def nms_torch(boxes: torch.Tensor, scores: torch.Tensor, iou_thres: float) -> to
     crowded, each block is measured against all kept boxes. Host syncs: a few per block (block bookkeeping
     and one per fixed-point round), none per box.
     """
+    if iou_thres < 0:
+        raise ValueError(f"nms: iou_thres {iou_thres} is negative (it must be in [0, 1])")
     n = boxes.shape[0]
     if n == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     order = scores.argsort(descending=True, stable=True)
     b = boxes[order]
     area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    if n > _BLOCK and iou_thres >= 0:  # a negative threshold makes even disjoint boxes suppress each other
+    if n > _BLOCK:
         xo, hi = _x_windows(b)
         window_pairs = sum(min(e, n) - k * _BLOCK for k, e in enumerate(hi)) * _BLOCK
         if window_pairs < n * n // _SPARSE_RATIO:
