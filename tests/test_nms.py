@@ -57,8 +57,8 @@ def test_both_pure_torch_strategies_agree():
     b = boxes[order]
     area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     xo, hi = nms_mod._x_windows(b)
-    dense = nms_mod._nms_dense(b, area, 0.5)
-    sparse = nms_mod._nms_sparse(b, area, 0.5, xo, hi)
+    dense = nms_mod._nms_dense(b, area, 0.5, b.shape[0])
+    sparse = nms_mod._nms_sparse(b, area, 0.5, xo, hi, b.shape[0])
     assert torch.equal(dense, sparse)
     assert torch.equal(order[dense], brute_force_nms(boxes, scores, 0.5))
 
@@ -157,3 +157,13 @@ def test_pure_torch_nms_on_cuda():
     boxes, scores = random_boxes(3000, nc=5, seed=3)
     ref = brute_force_nms(boxes, scores, 0.5)
     assert torch.equal(nms_torch(boxes.cuda(), scores.cuda(), 0.5).cpu(), ref)
+
+
+def test_max_keep_returns_exactly_the_head_of_the_full_result():
+    torch.manual_seed(3)
+    xy = torch.rand(4000, 2) * 200
+    boxes = torch.cat((xy, xy + 20 + torch.rand(4000, 2) * 60), 1)
+    scores = torch.rand(4000)
+    full = nms_mod.nms_torch(boxes, scores, 0.5)
+    for k in (1, 37, 300):
+        assert torch.equal(nms_mod.nms_torch(boxes, scores, 0.5, max_keep=k), full[:k])

@@ -57,7 +57,7 @@ def _resolve_block(over: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
         keep = new
 
 
-def _nms_dense(b: torch.Tensor, area: torch.Tensor, iou_thres: float) -> torch.Tensor:
+def _nms_dense(b: torch.Tensor, area: torch.Tensor, iou_thres: float, max_keep: int) -> torch.Tensor:
     """Keep mask for score-sorted boxes, each block checked against every box kept so far: O(n * kept)."""
     keep_all = torch.zeros(b.shape[0], dtype=torch.bool, device=b.device)
     kept_box, kept_area = b[:0], area[:0]
@@ -72,6 +72,8 @@ def _nms_dense(b: torch.Tensor, area: torch.Tensor, iou_thres: float) -> torch.T
         keep_all[s:s + _BLOCK] = keep
         idx = keep.nonzero().squeeze(1)  # host sync
         kept_box, kept_area = torch.cat((kept_box, bb[idx])), torch.cat((kept_area, ab[idx]))
+        if kept_box.shape[0] >= max_keep:  # later blocks could only add boxes beyond the cap
+            break
     return keep_all
 
 
@@ -103,7 +105,7 @@ def _overlap_edges(b, area, xo, hi, iou_thres):
     return (torch.cat(srcs), torch.cat(dsts)) if srcs else (empty, empty)
 
 
-def _nms_sparse(b: torch.Tensor, area: torch.Tensor, iou_thres: float, xo, hi) -> torch.Tensor:
+def _nms_sparse(b: torch.Tensor, area: torch.Tensor, iou_thres: float, xo, hi, max_keep: int) -> torch.Tensor:
     """Keep mask for score-sorted boxes from the sparse list of suppressing pairs: O(pairs in the x windows)."""
     n = b.shape[0]
     src, dst = _overlap_edges(b, area, xo, hi, iou_thres)
@@ -120,11 +122,16 @@ def _nms_sparse(b: torch.Tensor, area: torch.Tensor, iou_thres: float, xo, hi) -
         over = torch.zeros((m, m), dtype=torch.bool, device=b.device)
         over[es[inner] - s, ed[inner]] = True
         keep_all[s:s + m] = _resolve_block(over, hits == 0)
+        if int(keep_all[:s + m].sum()) >= max_keep:  # host sync; later boxes would only exceed the cap
+            break
     return keep_all
 
 
-def nms_torch(boxes: torch.Tensor, scores: torch.Tensor, iou_thres: float) -> torch.Tensor:
+def nms_torch(boxes: torch.Tensor, scores: torch.Tensor, iou_thres: float, max_keep: int | None = None) -> torch.Tensor:
     """Pure-torch greedy NMS, identical to torchvision.ops.nms: kept indices (int64) sorted by score descending.
+
+    Greedy NMS keeps boxes in score order, so with `max_keep` it stops once that many are kept: the result is
+    exactly the first `max_keep` of the full result (what callers capping at max_det keep anyway).
 
     Boxes are resolved in score order, in blocks of _BLOCK, each block against the boxes kept before it. Two ways
     to find who overlaps whom, picked by cost: when boxes are spread out (many classes shifted apart by
@@ -140,19 +147,21 @@ def nms_torch(boxes: torch.Tensor, scores: torch.Tensor, iou_thres: float) -> to
     order = scores.argsort(descending=True, stable=True)
     b = boxes[order]
     area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    max_keep = n if max_keep is None else max_keep
     if n > _BLOCK:
         xo, hi = _x_windows(b)
         window_pairs = sum(min(e, n) - k * _BLOCK for k, e in enumerate(hi)) * _BLOCK
         if window_pairs < n * n // _SPARSE_RATIO:
-            return order[_nms_sparse(b, area, iou_thres, xo, hi)]
-    return order[_nms_dense(b, area, iou_thres)]
+            return order[_nms_sparse(b, area, iou_thres, xo, hi, max_keep)][:max_keep]
+    return order[_nms_dense(b, area, iou_thres, max_keep)][:max_keep]
 
 
-def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_thres: float) -> torch.Tensor:
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_thres: float, max_keep: int | None = None) -> torch.Tensor:
     """Greedy NMS on xyxy boxes: indices of kept boxes sorted by score (torchvision when available)."""
     if _tv_nms is not None:
-        return _tv_nms(boxes, scores, iou_thres)
-    return nms_torch(boxes, scores, iou_thres)
+        keep = _tv_nms(boxes, scores, iou_thres)
+        return keep if max_keep is None else keep[:max_keep]
+    return nms_torch(boxes, scores, iou_thres, max_keep)
 
 
 def _label_rows(lb: torch.Tensor, nc: int, nm: int) -> torch.Tensor:
@@ -205,6 +214,6 @@ def non_max_suppression(prediction, conf_thres: float = 0.25, iou_thres: float =
 
         x = x[x[:, 4].argsort(descending=True, stable=True)[:MAX_NMS]]
         offsets = x[:, 5:6] * (0 if agnostic else MAX_WH)
-        keep = nms(x[:, :4] + offsets, x[:, 4], iou_thres)[:max_det]
+        keep = nms(x[:, :4] + offsets, x[:, 4], iou_thres, max_keep=max_det)
         output[xi] = x[keep]
     return output
