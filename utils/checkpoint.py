@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from utils.log import LOGGER
+from utils.log import LOGGER, quiet
 from utils.upstream_pickle import (
     UpstreamPickleError,
     classify_yaml_from_stub,
@@ -73,17 +73,22 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def make_checkpoint(model: torch.nn.Module, ema: torch.nn.Module | None = None, updates: int | None = None,
                     optimizer: torch.optim.Optimizer | dict | None = None, epoch: int = -1,
                     best_fitness: float | None = None, opt: dict | None = None,
-                    train_state: dict | None = None) -> dict[str, Any]:
-    """Build our checkpoint dict from live objects (model weights stored FP16, paths in opt stored as str)."""
+                    train_state: dict | None = None, half: bool = True) -> dict[str, Any]:
+    """Build our checkpoint dict from live objects (weights FP16 unless half=False, paths in opt stored as str).
+
+    Training keeps FP32 in last.pt so that --resume continues from exactly the weights it stopped with;
+    strip_optimizer turns the final files into FP16.
+    """
+    cast = half_state_dict if half else (lambda sd: {k: v.detach().cpu().clone() for k, v in sd.items()})
     model = getattr(model, "module", model)  # unwrap DDP
     ck = {
         "format": FORMAT, "version": VERSION, "task": task_of(model),
         "model_yaml": to_plain(getattr(model, "yaml", None)),
-        "model": half_state_dict(model.state_dict()),
+        "model": cast(model.state_dict()),
         "names": {int(k): str(v) for k, v in dict(getattr(model, "names", {}) or {}).items()},
         "stride": [float(s) for s in torch.as_tensor(getattr(model, "stride", [])).flatten().tolist()],
         "nc": int(getattr(model, "nc", 0) or 0),
-        "ema": half_state_dict(ema.state_dict()) if ema is not None else None,
+        "ema": cast(ema.state_dict()) if ema is not None else None,
         "updates": updates,
         "optimizer": optimizer.state_dict() if isinstance(optimizer, torch.optim.Optimizer) else optimizer,
         "epoch": int(epoch),
@@ -194,7 +199,8 @@ def build_from_checkpoint(ck: dict[str, Any], source: str | Path = "<checkpoint>
     if not isinstance(yaml, dict):
         raise CheckpointError(f"{source}: checkpoint has no model_yaml to rebuild the model from")
     sd = ck["ema"] if use_ema and ck.get("ema") is not None else ck["model"]
-    model = build_model(dict(yaml), ch=int(yaml.get("ch", 3)), nc=ck.get("nc"))
+    with quiet():  # users asked for weights, not for the layer table of a model they did not define
+        model = build_model(dict(yaml), ch=int(yaml.get("ch", 3)), nc=ck.get("nc"))
     try:
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, strict=True)
     except RuntimeError as e:

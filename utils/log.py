@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -40,3 +41,14 @@ def colorstr(*args: str) -> str:
     if not sys.stdout.isatty() or os.getenv("NO_COLOR"):
         return text
     return "".join(_COLORS[s] for s in styles) + f"{text}" + _COLORS["end"]
+
+
+@contextlib.contextmanager
+def quiet():
+    """Silence info-level logging for a block (e.g. rebuilding a model from a checkpoint prints no layer table)."""
+    level = LOGGER.level
+    LOGGER.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        LOGGER.setLevel(level)

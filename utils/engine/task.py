@@ -64,8 +64,8 @@ class Task:
 
     # --- data ------------------------------------------------------------------------------------
     def build_dataloader(self, path: Any, cfg: Any, hyp: dict, batch_size: int, stride: int, mode: str,
-                         rank: int = -1) -> tuple[torch.utils.data.DataLoader, Any]:
-        """The loader and dataset for `mode` 'train' (augmented, shuffled) or 'val' (rectangular, ordered)."""
+                         rank: int = -1, nc: int | None = None) -> tuple[torch.utils.data.DataLoader, Any]:
+        """The loader and dataset for `mode` 'train' (augmented, shuffled), 'val' (rectangular) or 'speed'."""
         raise NotImplementedError
 
     def preprocess(self, batch: Any, device: torch.device, half: bool = False) -> dict:

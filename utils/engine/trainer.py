@@ -157,12 +157,12 @@ class Trainer:
         if ckpt is not None and cfg.resume:
             self._restore(ckpt)
         self.train_loader, self.dataset = self.task.build_dataloader(
-            self.data["train"], cfg, hyp, self.batch, gs, mode="train", rank=self.rank)
+            self.data["train"], cfg, hyp, self.batch, gs, mode="train", rank=self.rank, nc=self.nc)
         self.nb = len(self.train_loader)
         self.val_loader = None
         if self.main:
             self.val_loader, _ = self.task.build_dataloader(self.data["val"], cfg, hyp, self.batch * 2, gs,
-                                                            mode="val", rank=-1)
+                                                            mode="val", rank=-1, nc=self.nc)
         self.model, self.hyp = model, hyp
         if not cfg.resume:
             self.task.on_train_start(self)  # AutoAnchor and label plots (rank 0), before the EMA copies anchors
@@ -196,7 +196,7 @@ class Trainer:
             wckpt = load_checkpoint(attempt_download(cfg.weights))
             model = self.task.build_model(cfg.cfg or wckpt["model_yaml"], self.nc, hyp).to(self.device)
             exclude = ["anchor"] if (cfg.cfg or hyp.get("anchors")) else []
-            src = wckpt.get("ema") or wckpt["model"]
+            src = wckpt["model"]  # the raw weights, as upstream fine-tunes from (not the EMA)
             csd = intersect_state_dict({k: v.float() for k, v in src.items()}, model.state_dict(), exclude=exclude)
             model.load_state_dict(csd, strict=False)
             LOGGER.info(f"Transferred {len(csd)}/{len(model.state_dict())} items from {cfg.weights}")
@@ -269,6 +269,9 @@ class Trainer:
             self.task.on_epoch_start(self, epoch)
             if hasattr(self.train_loader.sampler, "set_epoch"):
                 self.train_loader.sampler.set_epoch(epoch)
+            if getattr(self.train_loader, "generator", None) is not None:
+                # Shuffle order as a function of (seed, epoch), so a resumed run sees the epochs it would have seen.
+                self.train_loader.generator.manual_seed(cfg.seed * 100003 + epoch)
             mloss = torch.zeros(len(self.task.loss_names), device=dev)
             first_bad = torch.full((), -1, device=dev, dtype=torch.long)
             LOGGER.info(("\n" + "%11s" * (4 + len(self.task.loss_names))) %
@@ -361,7 +364,7 @@ class Trainer:
     def _checkpoint(self, epoch: int) -> dict:
         m = dist.unwrap(self.model)
         ck = make_checkpoint(m, self.ema.ema, self.ema.updates, self.optimizer, epoch, self.best_fitness,
-                             self.cfg.to_dict(), train_state=rng_state())
+                             self.cfg.to_dict(), train_state=rng_state(), half=False)
         ck.update(task=self.task.name, scaler=self.scaler.state_dict(), hyp=self.hyp_raw)
         return ck
 

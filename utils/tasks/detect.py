@@ -29,11 +29,12 @@ class DetectionTask(Task):
         return check_dataset(data)
 
     def build_model(self, cfg: str | dict, nc: int, hyp: dict | None = None) -> nn.Module:
-        from models.yolo import build_model
+        from models.yolo import build_model, load_yaml_cfg
 
         anchors = (hyp or {}).get("anchors")
-        model = build_model(cfg, ch=3, nc=nc, anchors=round(anchors) if anchors else None)
-        return model
+        if anchors:  # hyp 'anchors: N' asks for N placeholder anchors per level, fitted later by AutoAnchor
+            cfg = {**load_yaml_cfg(cfg), "anchors": round(anchors)}
+        return build_model(cfg, ch=3, nc=nc)
 
     def scale_hyp(self, hyp: dict, model: nn.Module, nc: int, imgsz: int) -> dict:
         """YOLOv5's gains are tuned for 3 levels, 80 classes and 640 px; rescale them to this model and data."""
@@ -45,7 +46,7 @@ class DetectionTask(Task):
         return hyp
 
     def build_dataloader(self, path: Any, cfg: Any, hyp: dict, batch_size: int, stride: int, mode: str,
-                         rank: int = -1):
+                         rank: int = -1, nc: int | None = None):
         from utils.data.dataset import create_dataloader
 
         train, speed = mode == "train", mode == "speed"  # 'speed' times square batches, as upstream
@@ -54,7 +55,8 @@ class DetectionTask(Task):
             cache=(cfg.cache or None) if train or cfg.cache != "disk" else None, pad=0.0 if train or speed else 0.5,
             rect=cfg.rect if train else not speed, rank=rank if train else -1,
             workers=cfg.workers if train else cfg.workers * 2, image_weights=cfg.image_weights and train,
-            quad=cfg.quad and train, prefix="train: " if train else "val: ", shuffle=train, seed=cfg.seed)
+            quad=cfg.quad and train, prefix="train: " if train else "val: ", shuffle=train, seed=cfg.seed,
+            nc=None if cfg.single_cls else nc)
 
     def preprocess(self, batch: Any, device: torch.device, half: bool = False) -> dict:
         imgs, targets, paths, shapes = batch
@@ -97,9 +99,6 @@ class DetectionTask(Task):
     def on_train_start(self, trainer: Any) -> None:
         cfg, ds = trainer.cfg, trainer.dataset
         labels = np.concatenate(ds.labels, 0) if len(ds.labels) else np.zeros((0, 5))
-        if labels.size and labels[:, 0].max() >= trainer.nc:
-            raise SystemExit(f"Label class {int(labels[:, 0].max())} exceeds nc={trainer.nc} in {cfg.data}. "
-                             f"Possible class labels are 0-{trainer.nc - 1}")
         if trainer.main and not cfg.noplots:
             try:
                 from utils.plots import plot_labels

@@ -1,0 +1,156 @@
+"""The shared engine end to end: train -> checkpoints -> val -> detect, resume, and failure handling, on tiny data."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from utils.engine.config import TrainConfig, add_arguments, from_namespace
+from utils.engine.results import ResultsLog
+from utils.engine.trainer import EarlyStopping, NonFiniteLoss, Trainer
+from utils.tasks.detect import DetectionTask
+
+TINY = {"cfg": "yolov5n.yaml", "imgsz": 64, "batch_size": 8, "workers": 0, "noplots": True, "noautoanchor": True}
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> str:
+    """A 24-image synthetic detection set (16 train, 8 val), generated once per test session."""
+    from utils.data.synthetic import generate_shapes
+
+    root = tmp_path_factory.mktemp("shapes")
+    generate_shapes(root, n_train=16, n_val=8, seed=1, imgsz_range=(64, 96))
+    y = root / "tiny.yaml"
+    y.write_text(f"path: {root / 'det'}\ntrain: images/train\nval: images/val\n"
+                 "names: {0: rectangle, 1: ellipse, 2: triangle, 3: star}\n")
+    return str(y)
+
+
+def make_cfg(data: str, project: Path, **kw) -> TrainConfig:
+    return TrainConfig(data=data, project=str(project), **{**TINY, **kw})
+
+
+def read_results(path: Path) -> list[dict]:
+    with open(path) as f:
+        return [{k.strip(): float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def test_flags_are_generated_from_the_typed_config():
+    p = add_arguments(argparse.ArgumentParser(), TrainConfig, imgsz=320)
+    cfg = from_namespace(p.parse_args(["--img", "416", "--batch-size", "4", "--cache", "--freeze", "10",
+                                       "--cos-lr", "--resume"]))
+    assert (cfg.imgsz, cfg.batch_size, cfg.cache, cfg.freeze, cfg.cos_lr, cfg.resume) == \
+           (416, 4, "ram", [10], True, "True")
+    assert from_namespace(p.parse_args([])).imgsz == 320
+
+
+def test_results_csv_layout(tmp_path):
+    log = ResultsLog(tmp_path / "results.csv", ["train/box_loss", "metrics/mAP_0.5"])
+    log.append(0, [0.1234567, 0.5])
+    log.append(1, [0.1, 0.75])
+    lines = (tmp_path / "results.csv").read_text().splitlines()
+    assert lines[0].split(",")[0] == " " * 15 + "epoch" and len(lines) == 3
+    assert float(lines[1].split(",")[1]) == pytest.approx(0.12346)
+    with pytest.raises(ValueError):
+        log.append(2, [1.0])
+
+
+def test_early_stopping_counts_epochs_without_improvement():
+    stop = EarlyStopping(patience=2)
+    assert [stop(e, f) for e, f in enumerate([0.1, 0.2, 0.15, 0.19, 0.3])] == [False, False, False, True, False]
+
+
+def test_train_writes_run_and_checkpoints(tiny_data, tmp_path):
+    import val
+    import detect
+
+    figures = Trainer(make_cfg(tiny_data, tmp_path, epochs=2), DetectionTask()).fit()
+    run = tmp_path / "exp"
+    for f in ("opt.yaml", "hyp.yaml", "results.csv", "weights/last.pt", "weights/best.pt"):
+        assert (run / f).exists(), f
+    rows = read_results(run / "results.csv")
+    assert [r["epoch"] for r in rows] == [0, 1]
+    assert all(np.isfinite(r["train/box_loss"]) and r["train/box_loss"] > 0 for r in rows)
+    assert rows[0]["x/lr0"] > rows[0]["x/lr1"]  # warmup: bias lr starts high, weights from zero
+    assert set(figures) == set(DetectionTask.metric_names)
+    ck = torch.load(run / "weights/best.pt", weights_only=True)
+    assert ck["optimizer"] is None and ck["ema"] is None and ck["epoch"] == -1
+    assert all(v.dtype == torch.float16 for v in ck["model"].values() if v.is_floating_point())
+
+    res = val.run(weights=[str(run / "weights/best.pt")], data=tiny_data, imgsz=64, batch_size=4, workers=0,
+                  project=str(tmp_path / "val"))
+    assert set(res.figures) == set(DetectionTask.metric_names) and res.speed[1] > 0
+    out = detect.run(weights=[str(run / "weights/best.pt")], source=str(Path(tiny_data).parent / "det/images/val"),
+                     imgsz=[64], conf_thres=0.001, save_txt=True, project=str(tmp_path / "detect"))
+    assert len(list(out.glob("*.jpg"))) == 8
+    assert (tmp_path / "exp2").exists() is False  # nothing else wrote into the train project
+
+
+def test_new_run_never_overwrites_an_old_one(tiny_data, tmp_path):
+    Trainer(make_cfg(tiny_data, tmp_path, epochs=1, noval=True), DetectionTask()).fit()
+    Trainer(make_cfg(tiny_data, tmp_path, epochs=1, noval=True), DetectionTask()).fit()
+    assert (tmp_path / "exp" / "weights/last.pt").exists() and (tmp_path / "exp2" / "weights/last.pt").exists()
+
+
+def test_resume_after_interruption_matches_uninterrupted(tiny_data, tmp_path, monkeypatch):
+    Trainer(make_cfg(tiny_data, tmp_path / "a", epochs=3), DetectionTask()).fit()
+    full = read_results(tmp_path / "a/exp/results.csv")
+
+    real_save = Trainer._save
+
+    def save_then_die(self, epoch, fi):
+        real_save(self, epoch, fi)
+        if epoch == 1:
+            raise KeyboardInterrupt  # killed right after the epoch-1 checkpoint landed
+
+    monkeypatch.setattr(Trainer, "_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(make_cfg(tiny_data, tmp_path / "b", epochs=3), DetectionTask()).fit()
+    monkeypatch.setattr(Trainer, "_save", real_save)
+    last = tmp_path / "b/exp/weights/last.pt"
+    assert torch.load(last, weights_only=True)["epoch"] == 1
+    Trainer(TrainConfig(resume=str(last), workers=0), DetectionTask()).fit()
+    resumed = read_results(tmp_path / "b/exp/results.csv")
+    assert [r["epoch"] for r in resumed] == [0, 1, 2]
+    for key in ("train/box_loss", "train/obj_loss", "x/lr1"):
+        assert resumed[2][key] == pytest.approx(full[2][key], rel=1e-5), key
+
+
+def test_nonfinite_loss_stops_with_epoch_and_batch(tiny_data, tmp_path, monkeypatch, caplog):
+    task = DetectionTask()
+    real = task.criterion
+
+    def poisoned(model, hyp):
+        crit = real(model, hyp)
+
+        def f(preds, batch):
+            loss, items = crit(preds, batch)
+            return loss * float("nan"), items
+        return f
+
+    monkeypatch.setattr(task, "criterion", poisoned)
+    with pytest.raises(NonFiniteLoss, match=r"epoch 0, batch 0"):
+        Trainer(make_cfg(tiny_data, tmp_path, epochs=1), task).fit()
+    assert not (tmp_path / "exp/weights/last.pt").exists()
+
+
+def test_missing_data_yaml_is_one_clear_line(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "train.py"), "--data", str(tmp_path / "nope.yaml"),
+                        "--project", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert "nope.yaml" in r.stdout + r.stderr and "Traceback" not in r.stdout + r.stderr
+
+
+@pytest.fixture(autouse=True)
+def _quiet(caplog):
+    caplog.set_level(logging.INFO, logger="yolov5")
