@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import math
 import os
 import random
 from multiprocessing.pool import ThreadPool
@@ -268,7 +267,7 @@ class YoloDataset(Dataset):
         if r != 1:
             # INTER_AREA keeps downscaled validation images faithful; training tolerates the faster LINEAR.
             interp = cv2.INTER_LINEAR if (self.augment or r > 1) else cv2.INTER_AREA
-            im = cv2.resize(im, (math.ceil(w0 * r), math.ceil(h0 * r)), interpolation=interp)
+            im = cv2.resize(im, (int(w0 * r), int(h0 * r)), interpolation=interp)
         return im, (h0, w0), im.shape[:2]
 
     def get_sample(self, index: int) -> tuple[np.ndarray, np.ndarray, list, tuple | None]:
@@ -399,5 +398,7 @@ def create_dataloader(path, imgsz: int, batch_size: int, stride: int, single_cls
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, num_workers=nw,
                         sampler=sampler, pin_memory=PIN_MEMORY and torch.cuda.is_available(),
                         collate_fn=YoloDataset.collate_fn4 if quad else YoloDataset.collate_fn,
-                        worker_init_fn=seed_worker, generator=generator, persistent_workers=nw > 0)
+                        worker_init_fn=seed_worker, generator=generator,
+                        # image weights resample dataset.indices each epoch: workers must be re-created to see it
+                        persistent_workers=nw > 0 and not image_weights)
     return loader, dataset
