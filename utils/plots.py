@@ -349,15 +349,19 @@ def plot_pr_curve(px, py, ap, save_dir=Path("pr_curve.png"), names=()) -> Path:
     """Precision-recall curve: per-class lines (< 21 classes) and the mean, legend with mAP@0.5."""
     px = _to_numpy(px)
     py = np.stack([_to_numpy(p) for p in py], 1) if len(py) else np.zeros((len(px), 0))  # (points, classes)
-    ap = _to_numpy(ap).reshape(py.shape[1], -1) if py.shape[1] else np.zeros((0, 1))
+    # py only has curves of classes that got predictions, ap has every class with labels: keep their own shapes
+    ap = _to_numpy(ap)
+    ap = ap.reshape(len(ap), -1) if ap.size else np.zeros((0, 1))
     names = _name_list(names)
     fig = Figure(figsize=(9, 6), tight_layout=True)
     ax = fig.subplots()
     nc = py.shape[1]
     for i in range(nc if 0 < nc < 21 else 0):
-        ax.plot(px, py[:, i], linewidth=1, label=f"{names[i] if i < len(names) else i} {ap[i, 0]:.3f}")
+        apl = f"{ap[i, 0]:.3f}" if i < len(ap) else ""
+        ax.plot(px, py[:, i], linewidth=1, label=f"{names[i] if i < len(names) else i} {apl}")
     if nc:
-        ax.plot(px, py.mean(1), linewidth=3, color="blue", label=f"all classes {ap[:, 0].mean():.3f} mAP@0.5")
+        m = ap[:, 0].mean() if len(ap) else 0.0
+        ax.plot(px, py.mean(1), linewidth=3, color="blue", label=f"all classes {m:.3f} mAP@0.5")
     else:
         ax.set_title("no predictions / labels")
     ax.set_xlabel("Recall")
