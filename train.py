@@ -16,11 +16,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from utils.engine.cli import run_main  # noqa: E402
 from utils.engine.config import TrainConfig, add_arguments, from_namespace  # noqa: E402
+from utils.paths import ROOT  # noqa: E402
 from utils.tasks.detect import DetectionTask  # noqa: E402
 
 # The no-argument run must train a useful detector offline on a 2-core machine in minutes, so the defaults differ
 # from upstream's (yolov5s.pt at 640 for 100 epochs); every flag keeps its upstream name and meaning.
-DEFAULTS = {"cfg": "yolov5n.yaml", "imgsz": 320, "epochs": 30, "batch_size": 16}
+DEFAULTS = {"cfg": "yolov5n.yaml", "imgsz": 320, "epochs": 30, "batch_size": 16,
+            "hyp": str(ROOT / "data/hyps/hyp.shapes.yaml")}
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:

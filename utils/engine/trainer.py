@@ -41,7 +41,7 @@ from utils.log import LOGGER, colorstr
 from utils.optim import clip_gradients, lr_lambda, smart_optimizer, warmup
 from utils.paths import find_file, increment_path
 
-NBS = 64  # nominal batch size: gradients are accumulated up to it, so results do not hinge on --batch-size
+NBS = 64  # nominal batch size (hyp key `nbs` overrides): gradients accumulate up to it, whatever --batch-size is
 
 
 class NonFiniteLoss(RuntimeError):
@@ -145,8 +145,9 @@ class Trainer:
 
             cfg.batch_size = autobatch(model, self.imgsz, self.device, self.task)
         self.batch = cfg.batch_size // self.world
-        self.accumulate = max(round(NBS / cfg.batch_size), 1)
-        hyp["weight_decay"] *= cfg.batch_size * self.accumulate / NBS
+        self.nbs = int(hyp.get("nbs", NBS))
+        self.accumulate = max(round(self.nbs / cfg.batch_size), 1)
+        hyp["weight_decay"] *= cfg.batch_size * self.accumulate / self.nbs
 
         self.optimizer = smart_optimizer(model, cfg.optimizer, hyp["lr0"], hyp["momentum"], hyp["weight_decay"])
         self.lf = lr_lambda(hyp["lrf"], cfg.epochs, cos=cfg.cos_lr)
@@ -283,7 +284,7 @@ class Trainer:
                 ni = i + self.nb * epoch
                 batch = self.task.preprocess(raw, dev)
                 if ni <= nw:
-                    self.accumulate = warmup(self.optimizer, ni, nw, epoch, self.lf, hyp, NBS, cfg.batch_size)
+                    self.accumulate = warmup(self.optimizer, ni, nw, epoch, self.lf, hyp, self.nbs, cfg.batch_size)
                 if cfg.multi_scale:
                     batch["img"] = self._random_resize(batch["img"])
                 with torch.autocast(dev.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
@@ -323,7 +324,7 @@ class Trainer:
                             f"{epoch}/{cfg.epochs - 1}", mem, *mloss.tolist(), self.task.instances(batch),
                             batch["img"].shape[-1]))
                 if self.main and not cfg.noplots and ni < 3:
-                    self.task.plot_train_batch(batch, self.save_dir / f"train_batch{ni}.jpg")
+                    self.task.plot_train_batch(batch, self.save_dir / f"train_batch{ni}.jpg", names=self.names)
             lr = [g["lr"] for g in self.optimizer.param_groups]
             self.scheduler.step()
             timed_out = cfg.max_train_seconds and time.time() - t_start > cfg.max_train_seconds
