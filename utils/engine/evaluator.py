@@ -64,7 +64,7 @@ class Evaluator:
             t3 = time_sync(device)
             metric.update(results, batch)
             if self.plots and bi < 3:
-                self.task.plot_val_batch(batch, results, self.save_dir, bi)
+                self.task.plot_val_batch(batch, results, self.save_dir, bi, names=self.names)
             n = self.task.batch_size_of(batch)
             seen += n
             shape = tuple(batch["img"].shape)

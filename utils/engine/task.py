@@ -112,10 +112,11 @@ class Task:
     def on_epoch_start(self, trainer: Any, epoch: int) -> None:
         """Per-epoch data tweaks (image weights, closing mosaic)."""
 
-    def plot_train_batch(self, batch: Any, fname: Path) -> None:
+    def plot_train_batch(self, batch: Any, fname: Path, names: dict[int, str] | None = None) -> None:
         """Save a mosaic of a training batch with its labels."""
 
-    def plot_val_batch(self, batch: dict, preds: Any, save_dir: Path, index: int) -> None:
+    def plot_val_batch(self, batch: dict, preds: Any, save_dir: Path, index: int,
+                       names: dict[int, str] | None = None) -> None:
         """Save label and prediction mosaics of a validation batch."""
 
 

@@ -124,15 +124,17 @@ class DetectionTask(Task):
         iw = np.array([cw[lb].sum() if len(lb) else cw.min() for lb in labels])
         ds.indices = np.random.choice(len(ds.labels), size=len(ds.labels), p=iw / iw.sum())
 
-    def plot_train_batch(self, batch: dict, fname: Path) -> None:
+    def plot_train_batch(self, batch: dict, fname: Path, names: dict[int, str] | None = None) -> None:
         from utils.plots import plot_images
 
-        plot_images(batch["img"], batch["targets"], batch["paths"], fname)
+        plot_images(batch["img"], batch["targets"], batch["paths"], fname, names=names)
 
-    def plot_val_batch(self, batch: dict, preds: list, save_dir: Path, index: int) -> None:
+    def plot_val_batch(self, batch: dict, preds: list, save_dir: Path, index: int,
+                       names: dict[int, str] | None = None) -> None:
         from utils.plots import plot_images
 
-        plot_images(batch["img"], batch["targets"], batch["paths"], save_dir / f"val_batch{index}_labels.jpg")
+        plot_images(batch["img"], batch["targets"], batch["paths"], save_dir / f"val_batch{index}_labels.jpg",
+                    names=names)
         out = [torch.cat((torch.full((len(p), 1), i, device=p.device), p[:, 5:6], p[:, :4], p[:, 4:5]), 1)
                for i, p in enumerate(preds)]
         rows = torch.cat(out, 0) if out else torch.zeros((0, 7))
@@ -140,4 +142,4 @@ class DetectionTask(Task):
             from utils.boxes import xyxy2xywh
 
             rows[:, 2:6] = xyxy2xywh(rows[:, 2:6])
-        plot_images(batch["img"], rows[:, :7], batch["paths"], save_dir / f"val_batch{index}_pred.jpg")
+        plot_images(batch["img"], rows[:, :7], batch["paths"], save_dir / f"val_batch{index}_pred.jpg", names=names)
