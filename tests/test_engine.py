@@ -67,8 +67,8 @@ def test_early_stopping_counts_epochs_without_improvement():
 
 
 def test_train_writes_run_and_checkpoints(tiny_data, tmp_path):
-    import val
     import detect
+    import val
 
     figures = Trainer(make_cfg(tiny_data, tmp_path, epochs=2), DetectionTask()).fit()
     run = tmp_path / "exp"
@@ -154,3 +154,27 @@ def test_missing_data_yaml_is_one_clear_line(tmp_path):
 @pytest.fixture(autouse=True)
 def _quiet(caplog):
     caplog.set_level(logging.INFO, logger="yolov5")
+
+
+def test_recipe_flags_together(tiny_data, tmp_path):
+    """Freeze, image weights, multi-scale, quad, cosine LR, AdamW, RAM cache and single-class in one short run."""
+    cfg = make_cfg(tiny_data, tmp_path, epochs=2, freeze=[3], image_weights=True, multi_scale=True, quad=True,
+                   cos_lr=True, optimizer="AdamW", cache="ram", single_cls=True)
+    trainer = Trainer(cfg, DetectionTask())
+    trainer.fit()
+    ck = torch.load(tmp_path / "exp/weights/last.pt", weights_only=True)
+    assert ck["nc"] == 1 and ck["names"] == {0: "item"}
+    frozen = [k for k, v in trainer.model.named_parameters() if not v.requires_grad]
+    assert frozen and all(k.startswith(("model.0.", "model.1.", "model.2.")) for k in frozen)
+    rows = read_results(tmp_path / "exp/results.csv")
+    assert len(rows) == 2 and np.isfinite(rows[-1]["train/box_loss"])
+
+
+def test_evolve_writes_csv_and_best_hyp(tiny_data, tmp_path):
+    from utils.engine.evolve import evolve
+
+    best = evolve(make_cfg(tiny_data, tmp_path / "train", epochs=1, evolve=2), DetectionTask())
+    out = tmp_path / "evolve" / "exp"
+    lines = (out / "evolve.csv").read_text().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("fitness,lr0")
+    assert (out / "hyp_evolve.yaml").exists() and "lr0" in best
