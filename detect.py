@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from utils.engine.cli import run_main  # noqa: E402
+from utils.engine.cli import opt_with, run_main  # noqa: E402
 from utils.engine.predictor import Predictor, add_predict_arguments  # noqa: E402
 from utils.paths import ROOT  # noqa: E402
 
@@ -30,10 +30,7 @@ def main(opt: argparse.Namespace) -> Path:
 
 def run(**kwargs) -> Path:
     """Python API: detect.run(weights='best.pt', source='data/images')."""
-    opt = parse_opt([])
-    for k, v in kwargs.items():
-        setattr(opt, k, v)
-    return main(opt)
+    return main(opt_with(parse_opt, **kwargs))
 
 
 if __name__ == "__main__":

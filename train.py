@@ -14,15 +14,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from utils.engine.cli import run_main  # noqa: E402
+from utils.engine.cli import opt_with, run_main  # noqa: E402
 from utils.engine.config import TrainConfig, add_arguments, from_namespace  # noqa: E402
-from utils.paths import ROOT  # noqa: E402
 from utils.tasks.detect import DetectionTask  # noqa: E402
 
 # The no-argument run must train a useful detector offline on a 2-core machine in minutes, so the defaults differ
 # from upstream's (yolov5s.pt at 640 for 100 epochs); every flag keeps its upstream name and meaning.
-DEFAULTS = {"cfg": "yolov5n.yaml", "imgsz": 320, "epochs": 30, "batch_size": 16,
-            "hyp": str(ROOT / "data/hyps/hyp.shapes.yaml")}
+DEFAULTS = {"cfg": "yolov5n.yaml", "imgsz": 320, "epochs": 30, "batch_size": 16}
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,10 +44,7 @@ def main(opt: argparse.Namespace, task=None) -> dict:
 
 def run(**kwargs) -> dict:
     """Python API: train.run(data='data/shapes.yaml', epochs=3, imgsz=320)."""
-    opt = parse_opt([])
-    for k, v in kwargs.items():
-        setattr(opt, k, v)
-    return main(opt)
+    return main(opt_with(parse_opt, **kwargs))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from utils.engine.cli import run_main  # noqa: E402
+from utils.engine.cli import opt_with, run_main  # noqa: E402
 from utils.engine.validate import add_val_arguments, validate  # noqa: E402
 from utils.paths import ROOT  # noqa: E402
 from utils.tasks.detect import DetectionTask  # noqa: E402
@@ -31,10 +31,7 @@ def main(opt: argparse.Namespace):
 
 def run(**kwargs):
     """Python API: val.run(weights='best.pt', data='data/shapes.yaml', imgsz=320)."""
-    opt = parse_opt([])
-    for k, v in kwargs.items():
-        setattr(opt, k, v)
-    return main(opt)
+    return main(opt_with(parse_opt, **kwargs))
 
 
 if __name__ == "__main__":

@@ -37,3 +37,14 @@ def run_main(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     except KeyboardInterrupt:
         LOGGER.error("Interrupted")
         sys.exit(130)
+
+
+def opt_with(parse_opt: Callable[[list[str]], Any], **kwargs: Any) -> Any:
+    """A script's default flags overridden by keyword arguments: the Python API behind train.run(), val.run(), ..."""
+    opt = parse_opt([])
+    unknown = sorted(set(kwargs) - set(vars(opt)))
+    if unknown:
+        raise TypeError(f"unknown option(s): {', '.join(unknown)}")
+    for k, v in kwargs.items():
+        setattr(opt, k, v)
+    return opt

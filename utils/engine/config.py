@@ -28,7 +28,7 @@ class TrainConfig:
     weights: str = _f("", "initial weights: our checkpoint or an upstream YOLOv5 .pt ('' = train from scratch)")
     cfg: str = _f("", "model YAML (required when --weights is empty)")
     data: str = _f(str(ROOT / "data/shapes.yaml"), "dataset YAML (default: the built-in synthetic shapes set)")
-    hyp: str = _f(str(ROOT / "data/hyps/hyp.scratch-low.yaml"), "hyperparameter YAML")
+    hyp: str = _f("", "hyperparameter YAML (default: the data YAML's 'hyp', else data/hyps/hyp.scratch-low.yaml)")
     epochs: int = _f(100, "total training epochs")
     batch_size: int = _f(16, "total batch size over all GPUs, -1 for AutoBatch")
     imgsz: int = _f(640, "train and val image size (pixels)", "--img", "--img-size")

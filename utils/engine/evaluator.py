@@ -60,7 +60,7 @@ class Evaluator:
             if criterion is not None and train_out is not None:
                 items = criterion(train_out, batch)[1]
                 loss_sum = items if loss_sum is None else loss_sum + items
-            results = self.task.postprocess(preds, **self.post_kw)
+            results = self.task.postprocess(preds, batch=batch, **self.post_kw)
             t3 = time_sync(device)
             metric.update(results, batch)
             if self.plots and bi < 3:

@@ -58,9 +58,9 @@ def select_parent(csv: Path, keys: list[str], rng: np.random.Generator, top: int
 
 def evolve(cfg: TrainConfig, task: Task) -> dict:
     """Run `cfg.evolve` generations of training with mutated hyperparameters; return the best hyperparameters."""
-    from utils.engine.trainer import Trainer
+    from utils.engine.trainer import Trainer, hyp_path
 
-    base = yaml.safe_load(find_file(cfg.hyp).read_text())
+    base = yaml.safe_load(find_file(hyp_path(cfg.hyp, task.check_data(cfg.data))).read_text())
     base.setdefault("anchors", 3)
     keys = list(base)
     project = Path(cfg.project).parent / "evolve" if Path(cfg.project).name == "train" else Path(cfg.project)

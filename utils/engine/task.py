@@ -89,8 +89,8 @@ class Task:
         """Eval-mode model output -> (what postprocess takes, what the criterion takes)."""
         return out, None
 
-    def postprocess(self, preds: Any, **kw: Any) -> Any:
-        """Raw predictions -> final per-image results (e.g. NMS)."""
+    def postprocess(self, preds: Any, batch: dict | None = None, **kw: Any) -> Any:
+        """Raw predictions -> final per-image results (e.g. NMS); `batch` carries labels for hybrid modes."""
         return preds
 
     def val_post_kw(self, data: dict, training: bool) -> dict:

@@ -41,6 +41,7 @@ from utils.log import LOGGER, colorstr
 from utils.optim import clip_gradients, lr_lambda, smart_optimizer, warmup
 from utils.paths import find_file, increment_path
 
+DEFAULT_HYP = "data/hyps/hyp.scratch-low.yaml"
 NBS = 64  # nominal batch size (hyp key `nbs` overrides): gradients accumulate up to it, whatever --batch-size is
 
 
@@ -77,6 +78,11 @@ def init_seeds(seed: int = 0, deterministic: bool = False) -> None:
     if deterministic:
         torch.backends.cudnn.benchmark = False
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def hyp_path(given: str, data: dict) -> str:
+    """--hyp when given, else the data YAML's recommended `hyp`, else YOLOv5's scratch-low file."""
+    return given or data.get("hyp") or DEFAULT_HYP
 
 
 def check_img_size(imgsz: int, stride: int, floor: int = 0) -> int:
@@ -118,8 +124,13 @@ class Trainer:
         if self.main:
             self.wdir.mkdir(parents=True, exist_ok=True)
 
+        init_seeds(cfg.seed + 1 + max(self.rank, -1), deterministic=True)
+        with dist.main_first():
+            self.data = self.task.check_data(cfg.data)
         hyp = self.hyp_in if self.hyp_in is not None else (ckpt or {}).get("hyp")
         if hyp is None:
+            # --hyp, else the hyperparameters the data YAML recommends (`hyp:`), else YOLOv5's scratch-low
+            cfg.hyp = hyp_path(cfg.hyp, self.data)
             hyp = yaml.safe_load(find_file(cfg.hyp).read_text())
         hyp = {**hyp, "label_smoothing": cfg.label_smoothing}
         self.hyp_raw = dict(hyp)  # as given, before train-time scaling: what resume starts from
@@ -127,10 +138,6 @@ class Trainer:
             LOGGER.info(colorstr("hyperparameters: ") + ", ".join(f"{k}={v}" for k, v in hyp.items()))
             (self.save_dir / "hyp.yaml").write_text(yaml.safe_dump(hyp, sort_keys=False))
             (self.save_dir / "opt.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        init_seeds(cfg.seed + 1 + max(self.rank, -1), deterministic=True)
-
-        with dist.main_first():
-            self.data = self.task.check_data(cfg.data)
         self.nc = 1 if cfg.single_cls else int(self.data["nc"])
         names = self.data["names"]
         self.names = {0: "item"} if cfg.single_cls and len(names) != 1 else names

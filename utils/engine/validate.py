@@ -67,7 +67,7 @@ def validate(opt: argparse.Namespace, task: Task) -> EvalResult:
     loader, _ = task.build_dataloader(data[split], loader_cfg, {}, opt.batch_size, gs,
                                       mode="speed" if speed else "val")
     post_kw = {"conf_thres": 0.25 if speed else opt.conf_thres, "iou_thres": 0.45 if speed else opt.iou_thres,
-               "max_det": opt.max_det, "agnostic": opt.single_cls}
+               "max_det": opt.max_det, "agnostic": opt.single_cls, "hybrid": opt.save_hybrid}
     json_out = [] if opt.save_json and not speed else None
     metric_kw = {"single_cls": opt.single_cls, "save_txt": opt.save_txt or opt.save_hybrid,
                  "save_conf": opt.save_conf, "save_hybrid": opt.save_hybrid, "json_out": json_out}

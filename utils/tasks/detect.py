@@ -77,10 +77,17 @@ class DetectionTask(Task):
     def split_eval_output(self, out: Any):
         return (out[0], out[1]) if isinstance(out, (tuple, list)) else (out, None)
 
-    def postprocess(self, preds: torch.Tensor, conf_thres: float = 0.001, iou_thres: float = 0.6,
-                    max_det: int = 300, multi_label: bool = True, agnostic: bool = False, labels=()) -> list:
+    def postprocess(self, preds: torch.Tensor, batch: dict | None = None, conf_thres: float = 0.001,
+                    iou_thres: float = 0.6, max_det: int = 300, multi_label: bool = True, agnostic: bool = False,
+                    hybrid: bool = False) -> list:
         from utils.nms import non_max_suppression
 
+        labels = ()
+        if hybrid and batch is not None:  # --save-hybrid: labels join the predictions (autolabelling)
+            t = batch["targets"].clone()
+            h, w = batch["img"].shape[2:]
+            t[:, 2:6] *= torch.tensor((w, h, w, h), device=t.device)
+            labels = [t[t[:, 0] == i, 1:6] for i in range(batch["img"].shape[0])]
         return non_max_suppression(preds, conf_thres, iou_thres, labels=labels, multi_label=multi_label,
                                    agnostic=agnostic, max_det=max_det)
 
