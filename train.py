@@ -20,7 +20,7 @@ from utils.tasks.detect import DetectionTask  # noqa: E402
 
 # The no-argument run must train a useful detector offline on a 2-core machine in minutes, so the defaults differ
 # from upstream's (yolov5s.pt at 640 for 100 epochs); every flag keeps its upstream name and meaning.
-DEFAULTS = {"cfg": "yolov5n.yaml", "imgsz": 320, "epochs": 30, "batch_size": 16}
+DEFAULTS = {"cfg": "yolov5n.yaml", "imgsz": 256, "epochs": 40, "batch_size": 16}
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
