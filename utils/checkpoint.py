@@ -231,6 +231,8 @@ def load_model(weights: str | Path | list | tuple, device: str | torch.device = 
     model.eval()
     if fuse and hasattr(model, "fuse"):
         model = model.fuse()
+    for p in model.parameters():  # an inference model: no gradients (summary prints '0 gradients', as upstream)
+        p.requires_grad_(False)
     return model.eval().to(device)
 
 

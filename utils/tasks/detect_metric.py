@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -101,36 +100,35 @@ class DetMetric(Metric):
 
     def compute(self) -> dict[str, float]:
         """P, R, mAP50, mAP50-95 over all classes (zeros when nothing matched)."""
+        if self._result is not None:
+            return self._result["figures"]
         stats = [torch.cat(x, 0).cpu().numpy() for x in zip(*self.stats)] if self.stats else []
         nt = np.bincount(stats[3].astype(int), minlength=self.nc) if stats else np.zeros(self.nc, int)
-        p = r = ap50 = ap = np.zeros(0)
-        ap_class = np.zeros(0, int)
+        rows = {int(c): (0.0, 0.0, 0.0, 0.0) for c in np.flatnonzero(nt)}  # labelled classes, zero until matched
         if stats and stats[0].any():
             _, _, p, r, _, ap_all, ap_class = ap_per_class(*stats, plot=self.plots and not self.training,
                                                            save_dir=self.save_dir, names=self.class_names)
-            ap50, ap = ap_all[:, 0], ap_all.mean(1)
-        mp, mr, map50, map_ = (float(x.mean()) if len(x) else 0.0 for x in (p, r, ap50, ap))
-        self.maps = np.full(self.nc, map_)
-        for i, c in enumerate(ap_class):
-            self.maps[c] = ap[i]
-        self._result = {"nt": nt, "p": p, "r": r, "ap50": ap50, "ap": ap, "ap_class": ap_class}
-        return dict(zip(self.names, (mp, mr, map50, map_)))
+            rows.update({int(c): (p[i], r[i], ap_all[i, 0], ap_all[i].mean()) for i, c in enumerate(ap_class)})
+        per_class = np.array(list(rows.values())).reshape(-1, 4)
+        figures = dict(zip(self.names, per_class.mean(0).tolist() if len(per_class) else [0.0] * 4))
+        self.maps = np.full(self.nc, figures[self.names[3]])
+        for c, row in rows.items():
+            self.maps[c] = row[3]
+        self._result = {"nt": nt, "rows": rows, "figures": figures}
+        return figures
 
     def summary(self, verbose: bool = False) -> str:
-        """The 'all' row, plus one row per class when verbose or when there are few classes."""
-        figures = self.compute() if self._result is None else None
+        """The 'all' row, plus one row per labelled class when verbose or when there are few classes."""
+        figures = self.compute()
         res = self._result
-        figures = figures or dict(zip(self.names, (float(x.mean()) if len(x) else 0.0
-                                                   for x in (res["p"], res["r"], res["ap50"], res["ap"]))))
         pf = "%22s" + "%11i" * 2 + "%11.3g" * 4
         lines = [self.header, pf % ("all", self.seen, res["nt"].sum(), *figures.values())]
         if res["nt"].sum() == 0:
             LOGGER.warning(f"WARNING ⚠️ no labels found in the {'val' if self.training else 'chosen'} set, "
                            f"cannot compute metrics without labels")
-        if (verbose or (self.nc < 50 and not self.training)) and self.nc > 1 and len(res["ap_class"]):
-            for i, c in enumerate(res["ap_class"]):
-                lines.append(pf % (self.class_names.get(int(c), str(c)), self.seen, res["nt"][c], res["p"][i],
-                                   res["r"][i], res["ap50"][i], res["ap"][i]))
+        if (verbose or (self.nc < 50 and not self.training)) and self.nc > 1:
+            for c, row in sorted(res["rows"].items()):
+                lines.append(pf % (self.class_names.get(c, str(c)), self.seen, res["nt"][c], *row))
         return "\n".join(lines)
 
     def finalize(self, save_dir: Path, plots: bool) -> None:
@@ -138,8 +136,3 @@ class DetMetric(Metric):
         if plots and not self.training:
             self.confusion.plot(save_dir=save_dir, names=list(self.class_names.values()))
 
-
-def write_json(preds: list, path: Path) -> None:
-    """Save COCO-format predictions."""
-    with open(path, "w") as f:
-        json.dump(preds, f)
