@@ -47,3 +47,20 @@ def test_fine_tuning_the_shapes_checkpoint_keeps_its_accuracy(tmp_path):
                       workers=0, noplots=True, project=str(tmp_path))
     figures = Trainer(cfg, DetectionTask()).fit()
     assert figures["metrics/mAP_0.5"] >= 0.9
+
+
+@pytest.mark.shared
+def test_save_json_is_scored_by_pycocotools(tmp_path):
+    coco = need(DATASETS / "coco128/coco128.yaml")
+    ann = need(DATASETS / "coco_json_mini/annotations/instances_train2017.json")
+    names = coco.read_text().split("names:", 1)[1].split("download:", 1)[0]
+    y = tmp_path / "coco_json.yaml"
+    y.write_text(f"path: {coco.parent}\ntrain: images/train2017\nval: images/train2017\ncoco_json: {ann}\n"
+                 f"names:{names}")
+    res = run_val(need(FIXTURES / "coco128_n320.pt"), y, tmp_path, save_json=True)
+    import json
+
+    preds = json.loads((tmp_path / "exp" / "coco128_n320_predictions.json").read_text())
+    assert preds and {"image_id", "category_id", "bbox", "score"} <= set(preds[0])
+    assert all(1 <= p["category_id"] <= 90 for p in preds)  # mapped to the annotation file's COCO ids
+    assert 0 < res.figures["metrics/mAP_0.5"] < 0.01  # pycocotools' figure replaced ours, same order of magnitude

@@ -18,6 +18,16 @@ def find_annotations(data: dict) -> Path | None:
     return p if p.exists() else None
 
 
+def coco_class_map(data: dict) -> list[int] | None:
+    """Category ids of the dataset's COCO annotations in class order (COCO's 1..90), when they match `names`."""
+    anno_json = find_annotations(data)
+    if anno_json is None or not anno_json.exists():
+        return None
+    cats = json.loads(anno_json.read_text()).get("categories", [])
+    ids = sorted(int(c["id"]) for c in cats)
+    return ids if len(ids) == len(data["names"]) else None
+
+
 def evaluate_coco_json(pred_json: Path, data: dict, result: Any) -> None:
     """Score predictions with pycocotools and put its mAP50 / mAP50-95 into `result.figures`."""
     anno_json = find_annotations(data)
@@ -32,10 +42,6 @@ def evaluate_coco_json(pred_json: Path, data: dict, result: Any) -> None:
         return
     anno = COCO(str(anno_json))
     preds = json.loads(Path(pred_json).read_text())
-    cat_ids = sorted(anno.getCatIds())
-    if preds and len(cat_ids) == len(data["names"]):
-        for p in preds:  # contiguous class indices -> the annotation file's category ids (COCO's 1..90)
-            p["category_id"] = cat_ids[int(p["category_id"])]
     if not preds:
         LOGGER.warning("WARNING ⚠️ no predictions to evaluate with pycocotools")
         return
