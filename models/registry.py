@@ -1,4 +1,4 @@
-"""Name -> class table that parse_model builds layers from, so model YAMLs never need eval()."""
+"""Name -> class table that parse_model builds layers from, so model YAMLs are never evaluated as Python."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -28,3 +29,14 @@ def _seed_and_threads():
 
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def log(caplog):
+    """caplog wired to the project logger (which does not propagate to the root logger)."""
+    from utils.log import LOGGER
+
+    LOGGER.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, logger=LOGGER.name)
+    yield caplog
+    LOGGER.removeHandler(caplog.handler)

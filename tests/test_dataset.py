@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import random
 from pathlib import Path
@@ -13,18 +12,10 @@ import pytest
 import torch
 
 from utils.data.dataset import YoloDataset, create_dataloader, find_images
-from utils.log import LOGGER
 
 HYP = dict(hsv_h=0.015, hsv_s=0.7, hsv_v=0.4, degrees=0.0, translate=0.1, scale=0.5, shear=0.0, perspective=0.0,
            flipud=0.0, fliplr=0.5, mosaic=1.0, mixup=0.0, copy_paste=0.0)
 
-
-@pytest.fixture
-def log(caplog):
-    LOGGER.addHandler(caplog.handler)
-    caplog.set_level(logging.INFO, logger=LOGGER.name)
-    yield caplog
-    LOGGER.removeHandler(caplog.handler)
 
 
 def make_data(root: Path, sizes=((40, 80), (80, 40), (60, 60), (30, 90), (90, 30), (50, 70)), split="train") -> Path:

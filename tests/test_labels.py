@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -12,18 +11,9 @@ import pytest
 
 from utils.data.dataset import YoloDataset
 from utils.data.labels import img2label_paths, labels_dir_for, scan_labels, verify_image_label
-from utils.log import LOGGER
 
 GOOD = "0 0.5 0.5 0.25 0.25\n"
 
-
-@pytest.fixture
-def log(caplog):
-    """caplog wired to the project logger (which does not propagate to the root logger)."""
-    LOGGER.addHandler(caplog.handler)
-    caplog.set_level(logging.INFO, logger=LOGGER.name)
-    yield caplog
-    LOGGER.removeHandler(caplog.handler)
 
 
 def make_split(root: Path, items: dict, split: str = "train", labels_dir: bool = True) -> Path:
