@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from utils.device import time_sync
@@ -69,7 +70,8 @@ class Evaluator:
             seen += n
             shape = tuple(batch["img"].shape)
             dt = [dt[0] + t1 - t0, dt[1] + t2 - t1, dt[2] + t3 - t2]
-        metric.reduce()
+        if isinstance(getattr(self.dataloader, "sampler", None), DistributedSampler):
+            metric.reduce()  # each rank saw a shard; during training only rank 0 validates, on the whole set
         figures = metric.compute()
         LOGGER.info(metric.summary(verbose=self.verbose))
         speed = tuple(x / max(seen, 1) * 1e3 for x in dt)

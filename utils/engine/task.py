@@ -26,7 +26,7 @@ class Metric:
         raise NotImplementedError
 
     def reduce(self) -> None:
-        """Gather the statistics of every DDP rank onto each rank (no-op in a single process)."""
+        """Gather the statistics of every DDP rank onto each rank; called only when the loader was sharded."""
 
     def compute(self) -> dict[str, float]:
         """The headline figures, keyed by `names`."""
