@@ -178,3 +178,25 @@ def test_evolve_writes_csv_and_best_hyp(tiny_data, tmp_path):
     lines = (out / "evolve.csv").read_text().splitlines()
     assert len(lines) == 3 and lines[0].startswith("fitness,lr0")
     assert (out / "hyp_evolve.yaml").exists() and "lr0" in best
+
+
+def test_compile_failure_falls_back_to_eager_with_one_warning(tiny_data, tmp_path, monkeypatch, log):
+    class Broken(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            raise RuntimeError("backend compiler failed")
+
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: Broken(m))
+    Trainer(make_cfg(tiny_data, tmp_path, epochs=1, compile=True), DetectionTask()).fit()
+    assert log.text.count("torch.compile failed") == 1
+    assert (tmp_path / "exp/weights/best.pt").exists()
+
+
+@pytest.mark.slow
+def test_compiled_training_runs(tiny_data, tmp_path):
+    figures = Trainer(make_cfg(tiny_data, tmp_path, epochs=1, compile=True, noval=True), DetectionTask()).fit()
+    assert set(figures) == set(DetectionTask.metric_names)
+    assert len(read_results(tmp_path / "exp/results.csv")) == 1

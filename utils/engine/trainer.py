@@ -244,12 +244,25 @@ class Trainer:
                 LOGGER.info("Using SyncBatchNorm()")
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = nn.parallel.DistributedDataParallel(model, device_ids=ids, output_device=ids and ids[0])
+        self.eager_model = model
         if self.cfg.compile:
             try:
                 model = torch.compile(model)
             except Exception as e:  # noqa: BLE001 - any compiler failure means: train eagerly
                 LOGGER.warning(f"WARNING ⚠️ torch.compile failed ({e}); training in eager mode")
         return model
+
+    def _forward(self, img: torch.Tensor):
+        """Training forward; a compiled model that fails to compile (lazily, on first use) falls back to eager."""
+        try:
+            return self.train_model(img)
+        except Exception as e:  # noqa: BLE001 - compiler errors come in many types; eager re-raises real bugs
+            if self.train_model is self.eager_model:
+                raise
+            LOGGER.warning(f"WARNING ⚠️ torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                           f"training in eager mode")
+            self.train_model = self.eager_model
+            return self.train_model(img)
 
     # ------------------------------------------------------------------------------------------ loop
     def fit(self) -> dict:
@@ -295,7 +308,8 @@ class Trainer:
                 if cfg.multi_scale:
                     batch["img"] = self._random_resize(batch["img"])
                 with torch.autocast(dev.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                    preds = model(batch["img"])
+                    preds = self._forward(batch["img"])
+                    model = self.train_model
                     loss, items = self.criterion(preds, batch)
                 if self.world > 1:
                     loss = loss * self.world  # DDP averages gradients over ranks; YOLOv5 losses are sums
