@@ -78,12 +78,15 @@ class Predictor:
             return LoadStreams(src, img_size=self.imgsz, stride=self.stride, vid_stride=self.opt.vid_stride), True
         return LoadImages(src, img_size=self.imgsz, stride=self.stride, vid_stride=self.opt.vid_stride), False
 
-    def infer(self, im: torch.Tensor, visualize: Path | bool = False):
-        """Forward pass plus NMS; subclasses change what comes out."""
+    def forward(self, im: torch.Tensor, visualize: Path | bool = False):
+        """The model's raw inference output."""
+        return self.model(im, augment=self.opt.augment, visualize=visualize)
+
+    def postprocess(self, out) -> list[torch.Tensor]:
+        """NMS over the raw output; subclasses change what comes out."""
         from utils.nms import non_max_suppression
 
-        pred = self.model(im, augment=self.opt.augment, visualize=visualize)
-        pred = pred[0] if isinstance(pred, (list, tuple)) else pred
+        pred = out[0] if isinstance(out, (list, tuple)) else out
         return non_max_suppression(pred, self.opt.conf_thres, self.opt.iou_thres, self.opt.classes,
                                    self.opt.agnostic_nms, max_det=self.opt.max_det)
 
@@ -105,8 +108,10 @@ class Predictor:
             t1 = time_sync(self.device)
             vis = increment_path(save_dir / Path(path if isinstance(path, str) else "stream").stem, mkdir=True) \
                 if opt.visualize else False
-            preds = self.infer(im, visualize=vis)
+            out = self.forward(im, visualize=vis)
             t2 = time_sync(self.device)
+            preds = self.postprocess(out)
+            t3 = time_sync(self.device)
             shape = tuple(im.shape)
             for i, det in enumerate(preds):
                 seen += 1
@@ -124,7 +129,6 @@ class Predictor:
                     self.show(str(p), im0)
                 if save_img:
                     self.save(save_dir, p, im0, dataset.mode, vid_cap, writers, i)
-            t3 = time_sync(self.device)
             dt = [dt[0] + t1 - t0, dt[1] + t2 - t1, dt[2] + t3 - t2]
             LOGGER.info(f"{s}, {(t2 - t1) * 1e3:.1f}ms")
         for _, w in writers.values():
