@@ -51,6 +51,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--channels-last", action="store_true", help="channels_last on CPU too (always on CUDA)")
     opt = p.parse_args()
 
     device = select_device(opt.device)
@@ -63,7 +64,8 @@ def main() -> None:
                                       shuffle=True)
     gflops = count_gflops(model, opt.img)  # forward, per image, 2 x MACs
     amp = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    if device.type == "cuda":
+    cl = device.type == "cuda" or opt.channels_last
+    if cl:
         model.to(memory_format=torch.channels_last)
     criterion = DetectionLoss(model.model[-1], hyp)
     optimizer = smart_optimizer(model, "SGD", 0.01, 0.937, 5e-4)
@@ -83,6 +85,8 @@ def main() -> None:
             it = iter(loader)
             imgs, targets, _, _ = next(it)
         imgs = imgs.to(device, non_blocking=True).float() / 255
+        if cl:
+            imgs = imgs.contiguous(memory_format=torch.channels_last)
         targets = targets.to(device)
         t1 = time_sync(device)
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
@@ -106,7 +110,7 @@ def main() -> None:
     peak = matmul_peak(device)
     work = 3 * gflops * 1e9 * bs  # forward + backward (backward ~ 2 x forward)
     print(f"\n{opt.cfg} {opt.img}px batch {bs} on {device} ({torch.get_num_threads()} threads), "
-          f"{'compiled' if opt.compile else 'eager'}, AMP {amp}")
+          f"{'compiled' if opt.compile else 'eager'}, AMP {amp}, channels_last {cl}")
     print(f"{bs / step_s:.2f} images/s, {step_s:.3f} s per step ({work / 1e9:.0f} GFLOP per step)")
     print("time split: " + ", ".join(f"{k} {acc[k] / opt.steps * 1e3:.0f} ms ({acc[k] / sum(acc.values()):.0%})"
                                      for k in stages))

@@ -105,6 +105,7 @@ class Predictor:
             im = (im.half() if self.half else im.float()) / 255
             if im.ndim == 3:
                 im = im[None]
+            im = im.contiguous(memory_format=torch.channels_last)  # the layout load_model gives the weights
             t1 = time_sync(self.device)
             vis = increment_path(save_dir / Path(path if isinstance(path, str) else "stream").stem, mkdir=True) \
                 if opt.visualize else False
