@@ -8,16 +8,7 @@ from copy import deepcopy
 import torch
 import torch.nn as nn
 
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The bare module under DataParallel/DistributedDataParallel and torch.compile wrappers."""
-    while True:
-        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
-            return model
+from utils.dist import unwrap as unwrap_model
 
 
 def float_state(model: nn.Module) -> list[torch.Tensor]:
