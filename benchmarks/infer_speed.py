@@ -55,15 +55,15 @@ def main() -> None:
         x = torch.rand(bs, 3, opt.img, opt.img)
         res = {}
         with torch.inference_mode():
-            res["eager"] = timed(lambda: model(x), max(opt.reps // bs, 3))
+            res["eager"] = timed(lambda x=x: model(x), max(opt.reps // bs, 3))
             pred = model(x)[0]
-            res["NMS"] = timed(lambda: non_max_suppression(pred, 0.25, 0.45), max(opt.reps // bs, 3))
+            res["NMS"] = timed(lambda p=pred: non_max_suppression(p, 0.25, 0.45), max(opt.reps // bs, 3))
         head = model.model[-1]
         head.export = True  # one output tensor, as exported models have
         try:
             with torch.no_grad():  # tracing and export need ordinary tensors, not inference-mode ones
                 ts = torch.jit.trace(model, x, strict=False)
-                res["torchscript"] = timed(lambda: ts(x), max(opt.reps // bs, 3))
+                res["torchscript"] = timed(lambda ts=ts, x=x: ts(x), max(opt.reps // bs, 3))
             try:
                 import onnxruntime as ort
 
@@ -73,7 +73,7 @@ def main() -> None:
                                       output_names=["output0"], dynamo=False)
                 sess = ort.InferenceSession(f.getvalue(), providers=["CPUExecutionProvider"])
                 xn = x.numpy()
-                res["onnxruntime"] = timed(lambda: sess.run(None, {"images": xn}), max(opt.reps // bs, 3))
+                res["onnxruntime"] = timed(lambda s=sess, xn=xn: s.run(None, {"images": xn}), max(opt.reps // bs, 3))
             except Exception as e:  # noqa: BLE001 - report the backends that work
                 print(f"onnxruntime skipped: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
         finally:

@@ -285,8 +285,7 @@ class Trainer:
                     f"dataloader workers\nLogging results to {colorstr('bold', str(self.save_dir))}\n"
                     f"Starting training for {cfg.epochs} epochs...")
         for epoch in range(self.start_epoch, cfg.epochs):
-            model = self.train_model
-            model.train()
+            self.train_model.train()
             self.task.on_epoch_start(self, epoch)
             if hasattr(self.train_loader.sampler, "set_epoch"):
                 self.train_loader.sampler.set_epoch(epoch)
@@ -310,14 +309,14 @@ class Trainer:
                 batch["img"] = batch["img"].contiguous(memory_format=torch.channels_last)
                 with torch.autocast(dev.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                     preds = self._forward(batch["img"])
-                    model = self.train_model
                     loss, items = self.criterion(preds, batch)
                 if self.world > 1:
                     loss = loss * self.world  # DDP averages gradients over ranks; YOLOv5 losses are sums
                 if cfg.quad:
                     loss = loss * 4.0
                 step_now = ni - last_opt_step >= self.accumulate
-                sync_ctx = model.no_sync() if (self.world > 1 and not step_now) else contextlib.nullcontext()
+                # accumulation steps skip DDP's gradient all-reduce; the step that updates weights syncs
+                sync_ctx = self.train_model.no_sync() if (self.world > 1 and not step_now) else contextlib.nullcontext()
                 with sync_ctx:
                     self.scaler.scale(loss).backward()
                 if step_now:

@@ -75,7 +75,7 @@ def validate(opt: argparse.Namespace, task: Task) -> EvalResult:
 
         class_map = coco_class_map(data)  # class index -> the annotation file's category id (COCO's 1..90)
     metric_kw = {"single_cls": opt.single_cls, "save_txt": opt.save_txt or opt.save_hybrid,
-                 "save_conf": opt.save_conf, "save_hybrid": opt.save_hybrid, "json_out": json_out,
+                 "save_conf": opt.save_conf, "json_out": json_out,
                  "class_map": class_map}
     ev = Evaluator(task, loader, names, save_dir, plots=not speed, verbose=opt.verbose, half=opt.half,
                    augment=opt.augment, post_kw=post_kw, metric_kw=metric_kw)

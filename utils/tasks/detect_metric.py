@@ -25,10 +25,10 @@ class DetMetric(Metric):
     post_name = "NMS"
 
     def __init__(self, names: dict[int, str], save_dir: Path = Path("."), plots: bool = False, training: bool = False,
-                 single_cls: bool = False, save_txt: bool = False, save_conf: bool = False, save_hybrid: bool = False,
+                 single_cls: bool = False, save_txt: bool = False, save_conf: bool = False,
                  json_out: list | None = None, class_map: list[int] | None = None):
         self.class_names, self.save_dir, self.plots, self.training = names, Path(save_dir), plots, training
-        self.single_cls, self.save_txt, self.save_conf, self.save_hybrid = single_cls, save_txt, save_conf, save_hybrid
+        self.single_cls, self.save_txt, self.save_conf = single_cls, save_txt, save_conf
         self.json_out, self.class_map = json_out, class_map
         self.nc = 1 if single_cls else len(names)
         self.confusion = ConfusionMatrix(nc=self.nc)
@@ -73,13 +73,13 @@ class DetMetric(Metric):
                 self._append_json(predn, Path(paths[si]))
 
     def _save_txt(self, predn: torch.Tensor, shape0: tuple, path: Path) -> None:
-        gn = torch.tensor(shape0, device=predn.device)[[1, 0, 1, 0]]
+        gn = torch.tensor(shape0, device=predn.device, dtype=predn.dtype)[[1, 0, 1, 0]]
+        xywhn = xyxy2xywh(predn[:, :4]) / gn  # all rows at once, normalised by the original image size
+        cols = [predn[:, 5:6], xywhn] + ([predn[:, 4:5]] if self.save_conf else [])
         (self.save_dir / "labels").mkdir(parents=True, exist_ok=True)
         with open(self.save_dir / "labels" / f"{path.stem}.txt", "a") as f:
-            for *xyxy, conf, cls in predn[:, :6].tolist():
-                xywh = (xyxy2xywh(torch.tensor(xyxy).view(1, 4)) / gn.cpu()).view(-1).tolist()
-                line = (cls, *xywh, conf) if self.save_conf else (cls, *xywh)
-                f.write(("%g " * len(line)).rstrip() % line + "\n")
+            for line in torch.cat(cols, 1).tolist():
+                f.write(("%g " * len(line)).rstrip() % tuple(line) + "\n")
 
     def _append_json(self, predn: torch.Tensor, path: Path) -> None:
         image_id = int(path.stem) if path.stem.isnumeric() else path.stem
