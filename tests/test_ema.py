@@ -86,3 +86,20 @@ def test_update_attr_and_state_round_trip():
     other.update(net)  # cached lists still point at the loaded tensors
     ema.update(net)
     torch.testing.assert_close(other.ema[0].weight, ema.ema[0].weight)
+
+
+def test_ema_made_before_channels_last_follows_the_model_layout():
+    net = _net()
+    ema = ModelEMA(net)  # the trainer makes the EMA first, then turns the model channels_last
+    before = {k: v.clone() for k, v in ema.ema.state_dict().items()}
+    net.to(memory_format=torch.channels_last)
+    _perturb(net)
+    ema.update(net)
+    w = ema.ema[0].weight
+    # same strides as the model, so foreach takes its one-launch path; same objects, so the caches stay valid
+    assert w.is_contiguous(memory_format=torch.channels_last) and isinstance(w, nn.Parameter)
+    assert w is ema._ema_list[0]
+    d, msd = ema.decay(), net.state_dict()
+    for k, v in ema.ema.state_dict().items():
+        if v.dtype.is_floating_point:
+            torch.testing.assert_close(v, before[k] * d + (1 - d) * msd[k], rtol=1e-6, atol=1e-7)

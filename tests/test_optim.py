@@ -100,3 +100,8 @@ def test_clip_gradients():
     assert norm > 10
     total = torch.cat([p.grad.flatten() for p in net.parameters()]).norm()
     assert total == pytest.approx(10.0, rel=1e-4)
+
+
+def test_plain_loop_optimizer_for_baselines():
+    opt = smart_optimizer(_Net(), "SGD", lr=0.01, momentum=0.937, decay=5e-4, fast=False)
+    assert all(g["foreach"] is False and not g.get("fused") for g in opt.param_groups)

@@ -54,8 +54,15 @@ def time_sync(device: torch.device | None = None) -> float:
     return time.perf_counter()
 
 
+def amp_dtype_for_capability(major: int) -> torch.dtype:
+    """AMP dtype for a CUDA compute capability: bf16 from Ampere (8.x) on, fp16 on older GPUs."""
+    # Pre-Ampere GPUs can emulate bf16 (torch.cuda.is_bf16_supported() says yes by default) but without bf16
+    # tensor cores it is slower than fp32; fp16 with a GradScaler is the fast path there.
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """The AMP dtype for a device: bf16 where the GPU supports it, else fp16; None (no AMP) on CPU."""
+    """The AMP dtype for a device: bf16 where the GPU supports it natively, else fp16; None (no AMP) on CPU."""
     if device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return amp_dtype_for_capability(torch.cuda.get_device_capability(device)[0])

@@ -16,6 +16,15 @@ def float_state(model: nn.Module) -> list[torch.Tensor]:
     return [v for v in model.state_dict(keep_vars=True).values() if v.dtype.is_floating_point]
 
 
+def _match_layout(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
+    """Give each dst tensor the strides of its src tensor, in place (the tensor objects stay the same)."""
+    # The EMA copy is usually made before the model goes channels_last; foreach kernels take their fast,
+    # single-launch path only when both lists share strides, so a mismatch would cost one launch per tensor.
+    for d, s in zip(dst, src):
+        if d.stride() != s.stride():
+            d.data = torch.empty_like(s, device=d.device, dtype=d.dtype).copy_(d)
+
+
 class ModelEMA:
     """Keeps `ema` = moving average of a model; decay ramps up as decay * (1 - exp(-updates / tau))."""
 
@@ -47,6 +56,7 @@ class ModelEMA:
             src = float_state(model)
             if len(src) != len(self._ema_list) or any(a.shape != b.shape for a, b in zip(src, self._ema_list)):
                 raise ValueError("ModelEMA.update: model state does not match the EMA copy (different architecture?)")
+            _match_layout(self._ema_list, src)
             self._src_model, self._src_list = model, src
         return self._src_list
 
