@@ -141,6 +141,13 @@ def test_flips_move_labels_and_polygons_with_pixels():
     np.testing.assert_allclose(segs[0].min(0), [80, 55]) and np.testing.assert_allclose(segs[0].max(0), [110, 75])
 
 
+def test_flips_equal_numpy_mirrors_and_are_contiguous():
+    im = np.random.default_rng(0).integers(0, 256, (7, 9, 3), dtype=np.uint8)
+    for flip, ref in ((flip_lr, im[:, ::-1]), (flip_ud, im[::-1])):
+        out = flip(im, np.zeros((0, 5), np.float32), [])[0]
+        assert out.flags.c_contiguous and np.array_equal(out, ref)
+
+
 def test_mixup_keeps_both_label_sets_and_blends():
     np.random.seed(0)
     a, la = scene(64, 64, [(0, 5, 5, 20, 20)])

@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from utils.data.dataset import YoloDataset, create_dataloader, find_images
+from utils.data.dataset import (
+    YoloDataset,
+    create_dataloader,
+    find_images,
+    hwc_bgr_to_chw_rgb,
+    stack_for_transfer,
+)
 
 HYP = dict(hsv_h=0.015, hsv_s=0.7, hsv_v=0.4, degrees=0.0, translate=0.1, scale=0.5, shear=0.0, perspective=0.0,
            flipud=0.0, fliplr=0.5, mosaic=1.0, mixup=0.0, copy_paste=0.0)
@@ -60,6 +66,26 @@ def test_rgb_channel_order(tmp_path):
     ds = YoloDataset(make_data(tmp_path, sizes=((64, 64),)), img_size=64, batch_size=1)
     img = ds[0][0]
     assert img[:, 24, 24].tolist() == [255, 0, 0]  # the BGR red patch comes out as RGB red
+
+
+def test_chw_rgb_conversion_matches_numpy():
+    rng = np.random.default_rng(0)
+    im = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    for x in (im, im[3:30, 5:40], im[:, ::-1], im[..., :1]):  # contiguous, sliced, negative-stride, one channel
+        ref = np.ascontiguousarray(x.transpose((2, 0, 1))[::-1])
+        out = hwc_bgr_to_chw_rgb(x)
+        assert out.dtype == torch.uint8 and out.is_contiguous() and torch.equal(out, torch.from_numpy(ref))
+
+
+def test_worker_collate_stacks_into_shared_memory():
+    tensors = [torch.full((3, 4, 5), i, dtype=torch.uint8) for i in range(4)]
+    assert torch.equal(stack_for_transfer(tensors), torch.stack(tensors))  # in the main process: plain stack
+    loader = torch.utils.data.DataLoader(tensors, batch_size=4, num_workers=1, collate_fn=stack_for_transfer)
+    out = next(iter(loader))
+    assert out.is_shared() and torch.equal(out, torch.stack(tensors))
+    floats = [t.float() / 3 for t in tensors]
+    out = next(iter(torch.utils.data.DataLoader(floats, batch_size=4, num_workers=1, collate_fn=stack_for_transfer)))
+    assert out.dtype == torch.float32 and torch.equal(out, torch.stack(floats))
 
 
 def test_quad_collate(tmp_path):
