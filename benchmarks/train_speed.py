@@ -1,17 +1,27 @@
-"""Training-step speed: images/s, the time split per stage, and the fraction of this machine's measured fp32 peak.
+"""Training-step speed: images/s, the time split per stage, and the fraction of this machine's measured peak.
 
     python benchmarks/train_speed.py                         # yolov5s, 640, batch 8 (CPU) / 16 (GPU)
     python benchmarks/train_speed.py --cfg yolov5n.yaml --img 320 --batch 16 --steps 10
     python benchmarks/train_speed.py --compile                # torch.compile the model first
+    python benchmarks/train_speed.py --baseline               # also the unoptimised recipe, and the speed-up
+    python benchmarks/train_speed.py --baseline --batch 64 --compile --steps 20   # GPU: the issue's comparison
 
-Every figure is measured in the same run: the peak is a large fp32 matmul timed beside the training steps, and the
-model's work is 3 x forward FLOPs (forward + backward) counted by torch.utils.flop_counter.
+Every figure is measured in the same run: the peak is a large matmul timed beside the training steps (bf16 or fp16
+when the steps run under AMP, fp32 with TF32 off otherwise), and the model's work is 3 x forward FLOPs (forward +
+backward) counted by torch.utils.flop_counter.
+
+"ours" is what the trainer does: AMP on CUDA (bf16 where the GPU has it natively, else fp16 with a GradScaler),
+channels_last (always on CUDA, `--channels-last` on CPU), fused optimizer kernels on CUDA (foreach on CPU), foreach
+EMA, and torch.compile with `--compile`. `--baseline` adds, in the same run on the same data, the recipe without
+those: fp32, contiguous tensors, the per-parameter optimizer loop (foreach=False), eager. On CUDA both report peak
+memory (torch.cuda.max_memory_allocated) of their training steps.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,22 +34,127 @@ from models.info import count_gflops  # noqa: E402
 from models.yolo import build_model  # noqa: E402
 from utils.data.dataset import create_dataloader  # noqa: E402
 from utils.data.dataset_config import check_dataset  # noqa: E402
-from utils.device import select_device, time_sync  # noqa: E402
+from utils.device import autocast_dtype, select_device, time_sync  # noqa: E402
 from utils.ema import ModelEMA  # noqa: E402
 from utils.log import quiet  # noqa: E402
 from utils.loss import DetectionLoss  # noqa: E402
 from utils.optim import clip_gradients, smart_optimizer  # noqa: E402
 
+STAGES = ("data", "forward", "loss", "backward", "optimizer", "ema")
+WARMUP_STEPS = 2
 
-def matmul_peak(device: torch.device, n: int = 4096, reps: int = 5) -> float:
-    """fp32 FLOP/s of an n x n matmul: the practical peak this machine reaches on dense math."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    a @ b
-    t = time_sync(device)
-    for _ in range(reps):
-        a @ b
-    return 2 * n ** 3 * reps / (time_sync(device) - t)
+
+@dataclass
+class Recipe:
+    """How one set of training steps is run."""
+
+    name: str
+    amp: torch.dtype | None
+    channels_last: bool
+    fast_optimizer: bool
+    compile: bool
+
+
+@dataclass
+class Result:
+    """Mean seconds per stage over the timed steps, and peak device memory (bytes, CUDA only)."""
+
+    recipe: Recipe
+    stage_s: dict[str, float]
+    peak_mem: int | None
+
+    @property
+    def step_s(self) -> float:
+        return sum(self.stage_s.values())
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 4096, reps: int = 5) -> float:
+    """FLOP/s of an n x n matmul in `dtype`: the practical peak this machine reaches on dense math."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False  # an fp32 peak means fp32 arithmetic, not TF32 tensor cores
+    try:
+        for _ in range(2 if device.type == "cuda" else 1):
+            a @ b
+        t = time_sync(device)
+        for _ in range(reps):
+            a @ b
+        return 2 * n ** 3 * reps / (time_sync(device) - t)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+
+
+def next_batch(state: dict, loader) -> tuple:
+    """The next batch, restarting the loader when it runs out."""
+    try:
+        return next(state["it"])
+    except (StopIteration, KeyError):
+        state["it"] = iter(loader)
+        return next(state["it"])
+
+
+def run_recipe(r: Recipe, cfg: str, nc: int, hyp: dict, loader, state: dict, device: torch.device,
+               steps: int) -> Result:
+    """Build a fresh model, optimizer and EMA for recipe `r` and time `steps` training steps after a warm-up."""
+    torch.manual_seed(0)
+    with quiet():
+        model = build_model(cfg, nc=nc).to(device)
+    if r.channels_last:
+        model.to(memory_format=torch.channels_last)
+    criterion = DetectionLoss(model.model[-1], hyp)
+    with quiet():
+        optimizer = smart_optimizer(model, "SGD", 0.01, 0.937, 5e-4, fast=r.fast_optimizer)
+    ema = ModelEMA(model)
+    scaler = torch.amp.GradScaler("cuda", enabled=r.amp == torch.float16)
+    train_model = torch.compile(model) if r.compile else model
+    model.train()
+    acc = dict.fromkeys(STAGES, 0.0)
+    cuda = device.type == "cuda"
+    for step in range(steps + WARMUP_STEPS):
+        if cuda and step == WARMUP_STEPS:  # the peak of steady-state steps, not of compilation or autotuning
+            torch.cuda.reset_peak_memory_stats(device)
+        t0 = time_sync(device)
+        imgs, targets, _, _ = next_batch(state, loader)
+        imgs = imgs.to(device, non_blocking=True).float() / 255
+        if r.channels_last:
+            imgs = imgs.contiguous(memory_format=torch.channels_last)
+        targets = targets.to(device, non_blocking=True)
+        t1 = time_sync(device)
+        with torch.autocast(device.type, dtype=r.amp, enabled=r.amp is not None):
+            preds = train_model(imgs)
+            t2 = time_sync(device)
+            loss, _ = criterion(preds, targets)
+        t3 = time_sync(device)
+        scaler.scale(loss).backward()
+        t4 = time_sync(device)
+        scaler.unscale_(optimizer)
+        clip_gradients(model, 10.0)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        t5 = time_sync(device)
+        ema.update(model)
+        t6 = time_sync(device)
+        if step >= WARMUP_STEPS:
+            for k, a, b in zip(STAGES, (t0, t1, t2, t3, t4, t5), (t1, t2, t3, t4, t5, t6)):
+                acc[k] += b - a
+    peak_mem = torch.cuda.max_memory_allocated(device) if cuda else None
+    del model, train_model, optimizer, ema
+    if cuda:
+        torch.cuda.empty_cache()
+    return Result(r, {k: v / steps for k, v in acc.items()}, peak_mem)
+
+
+def report(res: Result, bs: int, work: float, peak: float, peak_name: str) -> None:
+    """The per-recipe lines: images/s, the time split and the fraction of the measured peak."""
+    step_s, compute_s = res.step_s, res.step_s - res.stage_s["data"]
+    print(f"{bs / step_s:.2f} images/s, {step_s:.3f} s per step ({work / 1e9:.0f} GFLOP per step)")
+    print("time split: " + ", ".join(f"{k} {res.stage_s[k] * 1e3:.0f} ms ({res.stage_s[k] / step_s:.0%})"
+                                     for k in STAGES))
+    print(f"measured {peak_name} peak {peak / 1e9:.0f} GFLOP/s; training reaches {work / step_s / 1e9:.0f} GFLOP/s = "
+          f"{work / step_s / peak:.0%} of peak ({work / compute_s / peak:.0%} excluding data wait)")
+    if res.peak_mem is not None:
+        print(f"peak GPU memory of the timed steps {res.peak_mem / 2 ** 30:.2f} GiB")
 
 
 def main() -> None:
@@ -47,75 +162,54 @@ def main() -> None:
     p.add_argument("--cfg", default="yolov5s.yaml")
     p.add_argument("--img", type=int, default=640)
     p.add_argument("--batch", type=int, default=0, help="0: 8 on CPU, 16 on GPU")
-    p.add_argument("--steps", type=int, default=5, help="timed steps (after 2 warm-up steps)")
+    p.add_argument("--steps", type=int, default=5, help=f"timed steps (after {WARMUP_STEPS} warm-up steps)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--channels-last", action="store_true", help="channels_last on CPU too (always on CUDA)")
+    p.add_argument("--baseline", action="store_true",
+                   help="also time fp32, contiguous, plain-loop optimizer, eager; print the speed-up")
     opt = p.parse_args()
 
     device = select_device(opt.device)
-    bs = opt.batch or (16 if device.type == "cuda" else 8)
+    cuda = device.type == "cuda"
+    bs = opt.batch or (16 if cuda else 8)
     hyp = yaml.safe_load((ROOT / "data/hyps/hyp.scratch-low.yaml").read_text())
     data = check_dataset(ROOT / "data/shapes.yaml")
     with quiet():
-        model = build_model(opt.cfg, nc=data["nc"]).to(device)
         loader, _ = create_dataloader(data["train"], opt.img, bs, 32, hyp=hyp, augment=True, workers=opt.workers,
                                       shuffle=True)
-    gflops = count_gflops(model, opt.img)  # forward, per image, 2 x MACs
-    amp = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    cl = device.type == "cuda" or opt.channels_last
-    if cl:
-        model.to(memory_format=torch.channels_last)
-    criterion = DetectionLoss(model.model[-1], hyp)
-    optimizer = smart_optimizer(model, "SGD", 0.01, 0.937, 5e-4)
-    ema = ModelEMA(model)
-    train_model = torch.compile(model) if opt.compile else model
-    model.train()
-
-    stages = ["data", "forward", "loss", "backward", "optimizer", "ema"]
-    acc = dict.fromkeys(stages, 0.0)
-    it = iter(loader)
-    total = opt.steps + 2
-    for step in range(total):
-        t0 = time_sync(device)
-        try:
-            imgs, targets, _, _ = next(it)
-        except StopIteration:
-            it = iter(loader)
-            imgs, targets, _, _ = next(it)
-        imgs = imgs.to(device, non_blocking=True).float() / 255
-        if cl:
-            imgs = imgs.contiguous(memory_format=torch.channels_last)
-        targets = targets.to(device)
-        t1 = time_sync(device)
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            preds = train_model(imgs)
-            t2 = time_sync(device)
-            loss, _ = criterion(preds, targets)
-        t3 = time_sync(device)
-        loss.backward()
-        t4 = time_sync(device)
-        clip_gradients(model, 10.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        t5 = time_sync(device)
-        ema.update(model)
-        t6 = time_sync(device)
-        if step >= 2:
-            for k, a, b in zip(stages, (t0, t1, t2, t3, t4, t5), (t1, t2, t3, t4, t5, t6)):
-                acc[k] += b - a
-    step_s = sum(acc.values()) / opt.steps
-    compute_s = step_s - acc["data"] / opt.steps
-    peak = matmul_peak(device)
+        gflops = count_gflops(build_model(opt.cfg, nc=data["nc"]), opt.img)  # forward, per image, 2 x MACs
     work = 3 * gflops * 1e9 * bs  # forward + backward (backward ~ 2 x forward)
-    print(f"\n{opt.cfg} {opt.img}px batch {bs} on {device} ({torch.get_num_threads()} threads), "
-          f"{'compiled' if opt.compile else 'eager'}, AMP {amp}, channels_last {cl}")
-    print(f"{bs / step_s:.2f} images/s, {step_s:.3f} s per step ({work / 1e9:.0f} GFLOP per step)")
-    print("time split: " + ", ".join(f"{k} {acc[k] / opt.steps * 1e3:.0f} ms ({acc[k] / sum(acc.values()):.0%})"
-                                     for k in stages))
-    print(f"measured fp32 peak {peak / 1e9:.0f} GFLOP/s; training reaches {work / step_s / 1e9:.0f} GFLOP/s = "
-          f"{work / step_s / peak:.0%} of peak ({work / compute_s / peak:.0%} excluding data wait)")
+    n = 8192 if cuda else 4096  # a GPU needs a larger matmul to reach its peak
+    recipes = [Recipe("ours", autocast_dtype(device), cuda or opt.channels_last, True, opt.compile)]
+    if opt.baseline:
+        recipes.append(Recipe("baseline", None, False, False, False))
+    state: dict = {}
+    results = [run_recipe(r, opt.cfg, data["nc"], hyp, loader, state, device, opt.steps) for r in recipes]
+    peaks = {}  # measured after the steps, so the GPU clocks are where training left them
+    for dt in {r.amp or torch.float32 for r in recipes}:
+        peaks[dt] = matmul_peak(device, dt, n=n, reps=20 if cuda else 5)
+
+    for res in results:
+        r = res.recipe
+        dt = r.amp or torch.float32
+        name = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dt]
+        label = f" [{r.name}]" if opt.baseline else ""
+        print(f"\n{opt.cfg} {opt.img}px batch {bs} on {device} ({torch.get_num_threads()} threads){label}, "
+              f"{'compiled' if r.compile else 'eager'}, AMP {r.amp}, channels_last {r.channels_last}, "
+              f"optimizer {('fused' if cuda else 'foreach') if r.fast_optimizer else 'for-loop'}")
+        if cuda:  # PyTorch's default lets cuDNN run fp32 convolutions on TF32 tensor cores: say which applied
+            print(f"cuDNN TF32 {torch.backends.cudnn.allow_tf32}, matmul TF32 {torch.backends.cuda.matmul.allow_tf32}")
+        report(res, bs, work, peaks[dt], name)
+    if opt.baseline:
+        ours, base = results
+        line = f"\nspeed-up ours / baseline: {base.step_s / ours.step_s:.2f}x images/s " \
+               f"({bs / ours.step_s:.2f} vs {bs / base.step_s:.2f})"
+        if ours.peak_mem is not None:
+            line += f"; peak memory {ours.peak_mem / 2 ** 30:.2f} vs {base.peak_mem / 2 ** 30:.2f} GiB " \
+                    f"({ours.peak_mem / base.peak_mem:.2f}x)"
+        print(line)
 
 
 if __name__ == "__main__":
