@@ -37,18 +37,33 @@ class Detect(nn.Module):
 
     def forward(self, x: list[torch.Tensor]):
         """Train: list of (bs,na,ny,nx,no) raw maps; eval: (decoded (bs,N,no), raw maps); export: (decoded,)."""
-        z = []
+        # Eager inference decodes each level in place into its slice of one preallocated output, which saves a full
+        # copy of the predictions per level and the final concatenation; export and tracing keep the functional path.
+        into = not self.training and self.inplace and not self.export and not torch.jit.is_tracing()
+        bs = x[0].shape[0]
+        out, z, start = None, [], 0
         for i in range(self.nl):
             x[i] = self.m[i](x[i])
-            bs, _, ny, nx = x[i].shape
+            _, _, ny, nx = x[i].shape
             x[i] = x[i].view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous()
-            if not self.training:
-                if self._grid_stale(i, x[i]):
-                    self.grid[i], self.anchor_grid[i] = self._make_grid(nx, ny, i, x[i])
-                z.append(self._decode(x[i], i).view(bs, self.na * nx * ny, self.no))
+            if self.training:
+                continue
+            if self._grid_stale(i, x[i]):
+                self.grid[i], self.anchor_grid[i] = self._make_grid(nx, ny, i, x[i])
+            n = self.na * ny * nx
+            if into:
+                if out is None:
+                    total = sum(self.na * t.shape[-2] * t.shape[-1] for t in x[i + 1:]) + start + n
+                    out = x[i].new_empty(bs, total, self.no)
+                self._decode_into(x[i], i, out[:, start:start + n].view(bs, self.na, ny, nx, self.no))
+            else:
+                z.append(self._decode(x[i], i).view(bs, n, self.no))
+            start += n
         if self.training:
             return x
-        return (torch.cat(z, 1),) if self.export else (torch.cat(z, 1), x)
+        if not into:
+            out = torch.cat(z, 1)
+        return (out,) if self.export else (out, x)
 
     def _decode(self, p: torch.Tensor, i: int) -> torch.Tensor:
         """Raw map -> xywh in input pixels and sigmoid scores."""
@@ -57,6 +72,15 @@ class Detect(nn.Module):
         xy = (xy * 2 + self.grid[i]) * self.stride[i]
         wh = (wh * 2) ** 2 * self.anchor_grid[i]
         return torch.cat((xy, wh, conf), 4)
+
+    def _decode_into(self, p: torch.Tensor, i: int, y: torch.Tensor) -> None:
+        """_decode written into `y` with in-place ops (same values)."""
+        torch.sigmoid(p, out=y)
+        self._boxes_inplace(y, i)
+
+    def _boxes_inplace(self, y: torch.Tensor, i: int) -> None:
+        y[..., :2].mul_(2).add_(self.grid[i]).mul_(self.stride[i])
+        y[..., 2:4].mul_(2).pow_(2).mul_(self.anchor_grid[i])
 
     def _grid_stale(self, i: int, p: torch.Tensor) -> bool:
         g = self.grid[i]
@@ -99,6 +123,13 @@ class Segment(Detect):
         xy = (xy.sigmoid() * 2 + self.grid[i]) * self.stride[i]
         wh = (wh.sigmoid() * 2) ** 2 * self.anchor_grid[i]
         return torch.cat((xy, wh, conf.sigmoid(), mask), 4)
+
+    def _decode_into(self, p: torch.Tensor, i: int, y: torch.Tensor) -> None:
+        """_decode written into `y` with in-place ops (same values)."""
+        k = self.nc + 5
+        torch.sigmoid(p[..., :k], out=y[..., :k])
+        y[..., k:].copy_(p[..., k:])
+        self._boxes_inplace(y, i)
 
 
 @register
