@@ -200,3 +200,25 @@ def test_compiled_training_runs(tiny_data, tmp_path):
     figures = Trainer(make_cfg(tiny_data, tmp_path, epochs=1, compile=True, noval=True), DetectionTask()).fit()
     assert set(figures) == set(DetectionTask.metric_names)
     assert len(read_results(tmp_path / "exp/results.csv")) == 1
+
+
+@pytest.mark.parametrize("cfg", ["yolov5n.yaml", "yolov5n-seg.yaml"])
+def test_cpu_evaluation_in_chunks_equals_whole_batch(cfg, monkeypatch):
+    from models.yolo import build_model
+    from utils.engine import evaluator
+    from utils.log import quiet
+
+    with quiet():
+        model = build_model(cfg).eval()
+    x = torch.rand(5, 3, 64, 64)
+    monkeypatch.setattr(evaluator, "CPU_PIXELS_PER_FORWARD", 2 * 64 * 64)  # chunks of 2, 2 and 1 images
+    calls = []
+    hook = model.register_forward_pre_hook(lambda m, inp: calls.append(inp[0].shape[0]))
+    with torch.inference_mode():
+        chunked = evaluator.forward_batch(model, x)
+        hook.remove()
+        whole = model(x)
+    assert calls == [2, 2, 1]
+    flat = [chunked[0], *chunked[1:-1], *chunked[-1]], [whole[0], *whole[1:-1], *whole[-1]]
+    assert len(flat[0]) == len(flat[1]) and all(a.shape == b.shape for a, b in zip(*flat))
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-4) for a, b in zip(*flat))

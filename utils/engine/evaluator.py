@@ -16,6 +16,27 @@ from utils.engine.task import Metric, Task
 from utils.log import LOGGER
 
 TQDM_BAR = "{l_bar}{bar:10}{r_bar}"
+# On CPU a batch whose activations overflow the caches costs more per image than a small one: yolov5s at 640 ran at
+# 96 ms per image in batches of 32 against 51 ms one image at a time (2 cores). Forwarding about half a megapixel at a
+# time was the fastest split measured for yolov5n and yolov5s at 256-640 (1.5-1.9x faster than whole batches).
+CPU_PIXELS_PER_FORWARD = 2**19
+
+
+def _cat_outputs(parts: list[Any]) -> Any:
+    """Join per-chunk model outputs (tensors, or tuples/lists of them) along the batch dimension."""
+    first = parts[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(parts, 0)
+    return type(first)(_cat_outputs([p[i] for p in parts]) for i in range(len(first)))
+
+
+def forward_batch(model: torch.nn.Module, img: torch.Tensor, augment: bool = False) -> Any:
+    """model(img), run in cache-sized chunks on CPU (same outputs, eval mode only)."""
+    call = (lambda x: model(x, augment=True)) if augment else model
+    chunk = max(1, CPU_PIXELS_PER_FORWARD // (img.shape[-2] * img.shape[-1]))
+    if img.device.type != "cpu" or model.training or img.shape[0] <= chunk:
+        return call(img)
+    return _cat_outputs([call(x) for x in img.split(chunk)])
 
 
 @dataclass
@@ -55,7 +76,7 @@ class Evaluator:
             t0 = time_sync(device)
             batch = self.task.preprocess(raw, device, half=half)
             t1 = time_sync(device)
-            out = model(batch["img"], augment=self.augment) if self.augment else model(batch["img"])
+            out = forward_batch(model, batch["img"], self.augment)
             t2 = time_sync(device)
             preds, train_out = self.task.split_eval_output(out)
             if criterion is not None and train_out is not None:

@@ -103,73 +103,30 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ set-up
     def setup(self) -> None:
+        """Run folder, data, hyperparameters, model, optimizer, loaders and evaluator, in that order."""
+        ckpt = self._resume_checkpoint()
         cfg = self.cfg
-        ckpt = None
-        if cfg.resume:
-            last = find_resume_checkpoint(cfg.resume, cfg.project)
-            ckpt = load_checkpoint(last)
-            opt = {**ckpt.get("opt", {}), "resume": str(last), "weights": str(last)}
-            for k in ("device", "workers", "max_train_seconds"):  # where to run may change on resume
-                opt[k] = getattr(cfg, k)
-            cfg = self.cfg = TrainConfig(**{k: v for k, v in opt.items() if k in TrainConfig.__dataclass_fields__})
-            self.save_dir = Path(last).parent.parent
-            LOGGER.info(f"Resuming training from {last} (epoch {ckpt['epoch'] + 1})")
         self.device = select_device(cfg.device, batch_size=cfg.batch_size)
         dist.init(self.device)
-        if not cfg.resume:
-            save_dir = increment_path(Path(cfg.project) / cfg.name, exist_ok=cfg.exist_ok) if self.main else None
-            self.save_dir = Path(dist.broadcast_object(str(save_dir) if save_dir else None))
-        self.wdir = self.save_dir / "weights"
-        self.last, self.best = self.wdir / "last.pt", self.wdir / "best.pt"
-        if self.main:
-            self.wdir.mkdir(parents=True, exist_ok=True)
-
+        self._run_folder()
         init_seeds(cfg.seed + 1 + max(self.rank, -1), deterministic=True)
         with dist.main_first():
             self.data = self.task.check_data(cfg.data)
-        hyp = self.hyp_in if self.hyp_in is not None else (ckpt or {}).get("hyp")
-        if hyp is None:
-            # --hyp, else the hyperparameters the data YAML recommends (`hyp:`), else YOLOv5's scratch-low
-            cfg.hyp = hyp_path(cfg.hyp, self.data)
-            hyp = yaml.safe_load(find_file(cfg.hyp).read_text())
-        hyp = {**hyp, "label_smoothing": cfg.label_smoothing}
-        self.hyp_raw = dict(hyp)  # as given, before train-time scaling: what resume starts from
-        if self.main:
-            LOGGER.info(colorstr("hyperparameters: ") + ", ".join(f"{k}={v}" for k, v in hyp.items()))
-            (self.save_dir / "hyp.yaml").write_text(yaml.safe_dump(hyp, sort_keys=False))
-            (self.save_dir / "opt.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        hyp = self._hyperparameters(ckpt)
         self.nc = 1 if cfg.single_cls else int(self.data["nc"])
         names = self.data["names"]
         self.names = {0: "item"} if cfg.single_cls and len(names) != 1 else names
 
         model = self._build_model(ckpt, hyp)
         self._freeze(model)
-        gs = max(int(model.stride.max()), 32) if hasattr(model, "stride") else 32
-        self.imgsz = check_img_size(cfg.imgsz, gs, floor=gs * 2)
-        self.gs = gs
-        if cfg.batch_size == -1:
-            from utils.autobatch import autobatch
-
-            cfg.batch_size = autobatch(model, self.imgsz, self.device, self.task)
-        self.batch = cfg.batch_size // self.world
-        self.nbs = int(hyp.get("nbs", NBS))
-        self.accumulate = max(round(self.nbs / cfg.batch_size), 1)
-        hyp["weight_decay"] *= cfg.batch_size * self.accumulate / self.nbs
-
-        self.optimizer = smart_optimizer(model, cfg.optimizer, hyp["lr0"], hyp["momentum"], hyp["weight_decay"])
-        self.lf = lr_lambda(hyp["lrf"], cfg.epochs, cos=cfg.cos_lr)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lf)
-        self.ema = ModelEMA(model) if self.main else None
-
-        self.start_epoch, self.best_fitness = 0, 0.0
-        if ckpt is not None and cfg.resume:
-            self._restore(ckpt)
+        self._batching(model, hyp)
+        self._optimization(model, hyp, ckpt)  # restores optimizer, EMA and RNG state when resuming
         self.train_loader, self.dataset = self.task.build_dataloader(
-            self.data["train"], cfg, hyp, self.batch, gs, mode="train", rank=self.rank, nc=self.nc)
+            self.data["train"], cfg, hyp, self.batch, self.gs, mode="train", rank=self.rank, nc=self.nc)
         self.nb = len(self.train_loader)
         self.val_loader = None
         if self.main:
-            self.val_loader, _ = self.task.build_dataloader(self.data["val"], cfg, hyp, self.batch * 2, gs,
+            self.val_loader, _ = self.task.build_dataloader(self.data["val"], cfg, hyp, self.batch * 2, self.gs,
                                                             mode="val", rank=-1, nc=self.nc)
         self.model, self.hyp = model, hyp
         if not cfg.resume:
@@ -179,11 +136,6 @@ class Trainer:
         self.hyp = self.task.scale_hyp(hyp, model, self.nc, self.imgsz)
         model.hyp, model.nc, model.names = self.hyp, self.nc, self.names
         self.criterion = self.task.criterion(model, self.hyp)
-
-        self.amp_dtype = autocast_dtype(self.device)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        if ckpt is not None and cfg.resume and ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
         # NHWC convolutions are faster on GPUs (with AMP) and with oneDNN on CPUs (measured 1.1-1.5x here)
         model.to(memory_format=torch.channels_last)
         self.train_model = self._wrap(model)
@@ -193,6 +145,74 @@ class Trainer:
         cols = [f"train/{n}" for n in self.task.loss_names] + list(self.task.metric_names) + \
                [f"val/{n}" for n in self.task.loss_names] + ["x/lr0", "x/lr1", "x/lr2"]
         self.results_log = ResultsLog(self.save_dir / "results.csv", cols) if self.main else None
+
+    def _resume_checkpoint(self) -> dict | None:
+        """With --resume: load last.pt and continue with the options it was trained with (where to run may change)."""
+        cfg = self.cfg
+        if not cfg.resume:
+            return None
+        last = find_resume_checkpoint(cfg.resume, cfg.project)
+        ckpt = load_checkpoint(last)
+        opt = {**ckpt.get("opt", {}), "resume": str(last), "weights": str(last)}
+        for k in ("device", "workers", "max_train_seconds"):
+            opt[k] = getattr(cfg, k)
+        self.cfg = TrainConfig(**{k: v for k, v in opt.items() if k in TrainConfig.__dataclass_fields__})
+        self.save_dir = Path(last).parent.parent
+        LOGGER.info(f"Resuming training from {last} (epoch {ckpt['epoch'] + 1})")
+        return ckpt
+
+    def _run_folder(self) -> None:
+        """A new runs/train/expN chosen by rank 0 and shared with the others (a resumed run keeps its own)."""
+        cfg = self.cfg
+        if not cfg.resume:
+            save_dir = increment_path(Path(cfg.project) / cfg.name, exist_ok=cfg.exist_ok) if self.main else None
+            self.save_dir = Path(dist.broadcast_object(str(save_dir) if save_dir else None))
+        self.wdir = self.save_dir / "weights"
+        self.last, self.best = self.wdir / "last.pt", self.wdir / "best.pt"
+        if self.main:
+            self.wdir.mkdir(parents=True, exist_ok=True)
+
+    def _hyperparameters(self, ckpt: dict | None) -> dict:
+        """Given hyp, else the resumed run's, else --hyp / the data YAML's `hyp:` / scratch-low; saved with opt."""
+        cfg = self.cfg
+        hyp = self.hyp_in if self.hyp_in is not None else (ckpt or {}).get("hyp")
+        if hyp is None:
+            cfg.hyp = hyp_path(cfg.hyp, self.data)
+            hyp = yaml.safe_load(find_file(cfg.hyp).read_text())
+        hyp = {**hyp, "label_smoothing": cfg.label_smoothing}
+        self.hyp_raw = dict(hyp)  # as given, before train-time scaling: what resume starts from
+        if self.main:
+            LOGGER.info(colorstr("hyperparameters: ") + ", ".join(f"{k}={v}" for k, v in hyp.items()))
+            (self.save_dir / "hyp.yaml").write_text(yaml.safe_dump(hyp, sort_keys=False))
+            (self.save_dir / "opt.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        return hyp
+
+    def _batching(self, model: nn.Module, hyp: dict) -> None:
+        """Image size, batch per process (AutoBatch for -1) and accumulation up to the nominal batch."""
+        cfg = self.cfg
+        self.gs = max(int(model.stride.max()), 32) if hasattr(model, "stride") else 32
+        self.imgsz = check_img_size(cfg.imgsz, self.gs, floor=self.gs * 2)
+        if cfg.batch_size == -1:
+            from utils.autobatch import autobatch
+
+            cfg.batch_size = autobatch(model, self.imgsz, self.device, self.task)
+        self.batch = cfg.batch_size // self.world
+        self.nbs = int(hyp.get("nbs", NBS))
+        self.accumulate = max(round(self.nbs / cfg.batch_size), 1)
+        hyp["weight_decay"] *= cfg.batch_size * self.accumulate / self.nbs  # decay per nominal batch, not per step
+
+    def _optimization(self, model: nn.Module, hyp: dict, ckpt: dict | None) -> None:
+        """Optimizer, LR schedule, EMA and AMP scaler; a resumed run restores their states."""
+        cfg = self.cfg
+        self.optimizer = smart_optimizer(model, cfg.optimizer, hyp["lr0"], hyp["momentum"], hyp["weight_decay"])
+        self.lf = lr_lambda(hyp["lrf"], cfg.epochs, cos=cfg.cos_lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lf)
+        self.ema = ModelEMA(model) if self.main else None
+        self.amp_dtype = autocast_dtype(self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.start_epoch, self.best_fitness = 0, 0.0
+        if ckpt is not None and cfg.resume:
+            self._restore(ckpt)
 
     def _build_model(self, ckpt: dict | None, hyp: dict) -> nn.Module:
         cfg = self.cfg
@@ -234,6 +254,8 @@ class Trainer:
         if self.start_epoch >= self.cfg.epochs:
             raise SystemExit(f"{self.cfg.resume}: training to {self.cfg.epochs} epochs is finished, nothing to resume")
         self.scheduler.last_epoch = self.start_epoch - 1
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
         if ckpt.get("train_state"):
             set_rng_state(ckpt["train_state"])
 
