@@ -56,3 +56,41 @@ def test_torchrun_two_cpu_processes_train_like_one_process(tmp_path):
     # with the single process's to within the spread between images (not exactly: each half has its own images).
     for a, b in zip(epoch_losses(tmp_path / "ddp/exp"), epoch_losses(tmp_path / "single/exp")):
         assert a == pytest.approx(b, rel=0.1)  # measured: within 4%
+
+
+@pytest.mark.slow
+def test_failure_on_one_rank_ends_the_whole_job(tmp_path):
+    """A rank that crashes mid-epoch must not leave the other blocked in an all-reduce: torchrun ends the job."""
+    import time
+
+    from utils.data.synthetic import generate_shapes
+
+    generate_shapes(tmp_path / "data", n_train=16, n_val=4, seed=2, imgsz_range=(64, 64))
+    data = tmp_path / "tiny.yaml"
+    data.write_text(f"path: {tmp_path / 'data' / 'det'}\ntrain: images/train\nval: images/val\n"
+                    "names: {0: rectangle, 1: ellipse, 2: triangle, 3: star}\n")
+    entry = tmp_path / "crash_rank1.py"
+    entry.write_text(
+        "import os, sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "import train\n"
+        "from utils.engine import trainer\n"
+        "forward = trainer.Trainer._forward\n"
+        "def crash(self, img):\n"
+        "    if os.environ['RANK'] == '1':\n"
+        "        raise RuntimeError('injected failure on rank 1')\n"
+        "    return forward(self, img)\n"
+        "trainer.Trainer._forward = crash\n"
+        "train.run_main(train.main, train.parse_opt())\n")
+    t = time.time()
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(entry),
+                          "--data", str(data), "--cfg", "yolov5n.yaml", "--img", "64", "--batch-size", "8",
+                          "--epochs", "1", "--workers", "0", "--noplots", "--noautoanchor", "--device", "cpu",
+                          "--project", str(tmp_path / "runs")],
+                         capture_output=True, text=True, timeout=300, cwd=str(ROOT))
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out[-3000:]
+    assert "injected failure on rank 1" in out
+    assert time.time() - t < 240, "the surviving rank hung instead of being stopped"
+    assert not (tmp_path / "runs/exp/weights/last.pt").exists()  # nothing half-trained is passed off as a result
