@@ -370,7 +370,7 @@ class YoloDataset(Dataset):
 
 def hwc_bgr_to_chw_rgb(img: np.ndarray) -> torch.Tensor:
     """HWC BGR uint8 image -> contiguous CHW RGB tensor (the layout and channel order the model takes)."""
-    if img.ndim != 3 or img.shape[2] != 3:
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         return torch.from_numpy(np.ascontiguousarray(img.transpose((2, 0, 1))[::-1]))
     out = torch.empty((3, *img.shape[:2]), dtype=torch.uint8)
     planes = out.numpy()
