@@ -14,7 +14,8 @@ backward) counted by torch.utils.flop_counter.
 channels_last (always on CUDA, `--channels-last` on CPU), fused optimizer kernels on CUDA (foreach on CPU), foreach
 EMA, and torch.compile with `--compile`. `--baseline` adds, in the same run on the same data, the recipe without
 those: fp32, contiguous tensors, the per-parameter optimizer loop (foreach=False), eager. On CUDA both report peak
-memory (torch.cuda.max_memory_allocated) of their training steps.
+memory (torch.cuda.max_memory_allocated) of their training steps. Models whose head is not a plain Detect
+(yolov5s-seg) are timed with memory.py's stand-in loss until their task loss exists.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.memory import make_criterion  # noqa: E402
 from models.info import count_gflops  # noqa: E402
 from models.yolo import build_model  # noqa: E402
 from utils.data.dataset import create_dataloader  # noqa: E402
@@ -37,7 +39,6 @@ from utils.data.dataset_config import check_dataset  # noqa: E402
 from utils.device import autocast_dtype, select_device, time_sync  # noqa: E402
 from utils.ema import ModelEMA  # noqa: E402
 from utils.log import quiet  # noqa: E402
-from utils.loss import DetectionLoss  # noqa: E402
 from utils.optim import clip_gradients, smart_optimizer  # noqa: E402
 
 STAGES = ("data", "forward", "loss", "backward", "optimizer", "ema")
@@ -62,6 +63,7 @@ class Result:
     recipe: Recipe
     stage_s: dict[str, float]
     peak_mem: int | None
+    stand_in_loss: bool = False
 
     @property
     def step_s(self) -> float:
@@ -101,7 +103,7 @@ def run_recipe(r: Recipe, cfg: str, nc: int, hyp: dict, loader, state: dict, dev
         model = build_model(cfg, nc=nc).to(device)
     if r.channels_last:
         model.to(memory_format=torch.channels_last)
-    criterion = DetectionLoss(model.model[-1], hyp)
+    criterion, stand_in = make_criterion(model, hyp)
     with quiet():
         optimizer = smart_optimizer(model, "SGD", 0.01, 0.937, 5e-4, fast=r.fast_optimizer)
     ema = ModelEMA(model)
@@ -142,7 +144,7 @@ def run_recipe(r: Recipe, cfg: str, nc: int, hyp: dict, loader, state: dict, dev
     del model, train_model, optimizer, ema
     if cuda:
         torch.cuda.empty_cache()
-    return Result(r, {k: v / steps for k, v in acc.items()}, peak_mem)
+    return Result(r, {k: v / steps for k, v in acc.items()}, peak_mem, stand_in)
 
 
 def report(res: Result, bs: int, work: float, peak: float, peak_name: str) -> None:
@@ -201,6 +203,8 @@ def main() -> None:
               f"optimizer {('fused' if cuda else 'foreach') if r.fast_optimizer else 'for-loop'}")
         if cuda:  # PyTorch's default lets cuDNN run fp32 convolutions on TF32 tensor cores: say which applied
             print(f"cuDNN TF32 {torch.backends.cudnn.allow_tf32}, matmul TF32 {torch.backends.cuda.matmul.allow_tf32}")
+        if res.stand_in_loss:
+            print("note: the head is not a plain Detect; a stand-in loss (mean of every output) was timed")
         report(res, bs, work, peaks[dt], name)
     if opt.baseline:
         ours, base = results
