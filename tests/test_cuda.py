@@ -330,3 +330,21 @@ def test_autobatch_through_the_trainer(tiny_data, tmp_path, log):
     _fit(tiny_data, tmp_path, epochs=1, batch_size=-1, noval=True)
     assert "AutoBatch" in log.text and "CUDA not detected" not in log.text
     assert len(_rows(tmp_path / "exp")) == 1
+
+
+@cuda
+def test_half_validation_leaves_the_callers_fp32_weights_untouched(tiny_data):
+    from utils.data.dataset import create_dataloader
+    from utils.data.dataset_config import check_dataset
+    from utils.engine.evaluator import Evaluator
+    from utils.tasks.detect import DetectionTask
+
+    data = check_dataset(tiny_data)
+    loader, _ = create_dataloader(data["val"], 64, 8, 32, workers=0)
+    model = _model(device="cuda").train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    task = DetectionTask()
+    Evaluator(task, loader, data["names"], half=True, training=True)(model)
+    assert model.training  # put back as it was
+    # an in-place .half()/.float() round trip would have rounded every weight to fp16 precision
+    assert all(v.dtype == before[k].dtype and torch.equal(v, before[k]) for k, v in model.state_dict().items())

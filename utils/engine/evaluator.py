@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,9 +64,11 @@ class Evaluator:
         """Evaluate `model` (put in eval mode here); with a criterion also report the mean validation losses."""
         device = next(model.parameters()).device
         half = self.half and device.type == "cuda"
-        was_training = model.training
+        caller, was_training = model, model.training
         model.eval()
-        model.half() if half else model.float()
+        if half:
+            # a half copy: halving in place and back would round the caller's weights (an EMA) to fp16 every epoch
+            model = copy.deepcopy(model).half()
         metric = self.task.new_metric(self.names, self.save_dir, plots=self.plots, training=self.training,
                                       **self.metric_kw)
         loss_sum, seen, shape = None, 0, None
@@ -100,9 +103,8 @@ class Evaluator:
             LOGGER.info(f"Speed: {speed[0]:.1f}ms pre-process, {speed[1]:.1f}ms inference, "
                         f"{speed[2]:.1f}ms {getattr(metric, 'post_name', 'post-process')} per image at shape {shape}")
         metric.finalize(self.save_dir, self.plots)
-        model.float()
         if was_training:
-            model.train()
+            caller.train()
         nb = max(len(self.dataloader), 1)
         losses = (loss_sum.float().cpu().numpy() / nb) if loss_sum is not None else None
         return EvalResult(figures, losses, speed, metric)

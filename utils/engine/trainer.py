@@ -110,6 +110,9 @@ class Trainer:
         dist.init(self.device)
         self._run_folder()
         init_seeds(cfg.seed + 1 + max(self.rank, -1), deterministic=True)
+        # cuDNN autotuning picks the fastest convolution kernels once per input shape: a win when shapes are fixed,
+        # repeated tuning when --multi-scale changes them every batch
+        torch.backends.cudnn.benchmark = self.device.type == "cuda" and not cfg.multi_scale
         with dist.main_first():
             self.data = self.task.check_data(cfg.data)
         hyp = self._hyperparameters(ckpt)
@@ -140,7 +143,8 @@ class Trainer:
         model.to(memory_format=torch.channels_last)
         self.train_model = self._wrap(model)
         self.evaluator = Evaluator(self.task, self.val_loader, self.names, self.save_dir, plots=False,
-                                   training=True, post_kw=self.task.val_post_kw(self.data, training=True),
+                                   training=True, half=self.amp_dtype is not None,
+                                   post_kw=self.task.val_post_kw(self.data, training=True),
                                    metric_kw={"single_cls": cfg.single_cls}) if self.main else None
         cols = [f"train/{n}" for n in self.task.loss_names] + list(self.task.metric_names) + \
                [f"val/{n}" for n in self.task.loss_names] + ["x/lr0", "x/lr1", "x/lr2"]
@@ -195,7 +199,9 @@ class Trainer:
         if cfg.batch_size == -1:
             from utils.autobatch import autobatch
 
-            cfg.batch_size = autobatch(model, self.imgsz, self.device, self.task)
+            # rank 0 measures one GPU; every rank trains that batch, so the global batch is that times the world
+            b = autobatch(model, self.imgsz, self.device, self.task) if self.main else None
+            cfg.batch_size = int(dist.broadcast_object(b)) * self.world
         self.batch = cfg.batch_size // self.world
         self.nbs = int(hyp.get("nbs", NBS))
         self.accumulate = max(round(self.nbs / cfg.batch_size), 1)
