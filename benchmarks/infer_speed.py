@@ -1,18 +1,27 @@
-"""Inference speed: ms per image for PyTorch eager (the detect.py path), TorchScript and ONNX Runtime, plus NMS.
+"""Inference speed: ms per image through detect.py's own path, against TorchScript and ONNX Runtime, plus NMS.
 
     python benchmarks/infer_speed.py                      # yolov5s, 640, batch 1 and 32
     python benchmarks/infer_speed.py --cfg yolov5n.yaml --batch 1 --reps 20
+    python benchmarks/infer_speed.py --compile            # add torch.compile (slow to build on small CPUs)
 
-All backends run the same fused model with random weights in the same process, so the ratios are what matters.
+The model is a random-weight checkpoint loaded by detect.py's Predictor (load_model: fused, channels_last, in-place
+decoding), fed a letterboxed real image preprocessed as detect.py does. Every backend runs that same fused model in
+the same process, and the backends are timed in interleaved rounds, so slow drifts of a shared machine hit them all
+alike: compare the ratios, not the milliseconds across runs. For batches above 1, 'val path' is the Evaluator's
+forward (cache-sized chunks on CPU) and 'eager' is one whole-batch call.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import sys
+import tempfile
 import time
+import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -21,20 +30,47 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models.yolo import build_model  # noqa: E402
+from utils.checkpoint import make_checkpoint, save_checkpoint  # noqa: E402
+from utils.data.imageio import imread, letterbox  # noqa: E402
+from utils.engine.evaluator import forward_batch  # noqa: E402
+from utils.engine.predictor import Predictor, add_predict_arguments  # noqa: E402
 from utils.log import quiet  # noqa: E402
 from utils.nms import non_max_suppression  # noqa: E402
 
 
-def timed(fn, reps: int) -> float:
-    """Median seconds of `reps` calls after two warm-up calls."""
-    fn()
-    fn()
-    ts = []
-    for _ in range(reps):
-        t = time.perf_counter()
+def interleaved(fns: dict[str, Callable[[], object]], rounds: int, pause: float = 0.1) -> dict[str, float]:
+    """Median seconds per call of each function, timed round-robin after one warm-up call each.
+
+    The pause before each call lets the previous backend's thread pool go idle: ONNX Runtime's workers spin for a
+    while after a run, and would otherwise steal the cores from whatever is timed next.
+    """
+    for fn in fns.values():
         fn()
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
+    ts: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            time.sleep(pause)
+            t = time.perf_counter()
+            fn()
+            ts[k].append(time.perf_counter() - t)
+    return {k: float(np.median(v)) for k, v in ts.items()}
+
+
+def onnx_session(model: torch.nn.Module, x: torch.Tensor):
+    """An ONNX Runtime CPU session of `model` exported at x's shape, or None with a reason printed."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        print("onnxruntime skipped: not installed")
+        return None
+    m = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    m.model[-1].export = True  # one output tensor, as exported models have
+    f = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer chatter about Python-side branches fixed at export
+        torch.onnx.export(m, x.contiguous(), f, opset_version=17, input_names=["images"], output_names=["output0"],
+                          dynamo=False)
+    return ort.InferenceSession(f.getvalue(), providers=["CPUExecutionProvider"])
 
 
 def main() -> None:
@@ -42,45 +78,53 @@ def main() -> None:
     p.add_argument("--cfg", default="yolov5s.yaml")
     p.add_argument("--img", type=int, default=640)
     p.add_argument("--batch", type=int, nargs="+", default=[1, 32])
-    p.add_argument("--reps", type=int, default=10)
+    p.add_argument("--reps", type=int, default=16, help="timed rounds at batch 1 (fewer at larger batches)")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile of the loaded model")
+    p.add_argument("--no-torchscript", action="store_true")
     opt = p.parse_args()
 
-    with quiet():
-        model = build_model(opt.cfg).fuse().eval()
-    for m in model.modules():
-        if hasattr(m, "inplace"):
-            m.inplace = True
+    with tempfile.TemporaryDirectory() as tmp, quiet():
+        torch.manual_seed(0)
+        w = save_checkpoint(make_checkpoint(build_model(opt.cfg)), Path(tmp) / "bench.pt")
+        popt = add_predict_arguments(argparse.ArgumentParser(), str(w), str(ROOT / "data/images"), tmp,
+                                     imgsz=opt.img).parse_args(["--device", "cpu"])
+        pred = Predictor(popt)
+    model = pred.model
+    im = letterbox(imread(ROOT / "data/images/shapes1.jpg"), (opt.img, opt.img), auto=False)[0]
+    im = torch.from_numpy(np.ascontiguousarray(im.transpose(2, 0, 1)[::-1]))[None].float() / 255
+    im = im.contiguous(memory_format=torch.channels_last)  # as Predictor.run hands it over
     print(f"{opt.cfg} {opt.img}px on CPU, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    for bs in opt.batch:
-        x = torch.rand(bs, 3, opt.img, opt.img)
-        res = {}
-        with torch.inference_mode():
-            res["eager"] = timed(lambda x=x: model(x), max(opt.reps // bs, 3))
-            pred = model(x)[0]
-            res["NMS"] = timed(lambda p=pred: non_max_suppression(p, 0.25, 0.45), max(opt.reps // bs, 3))
-        head = model.model[-1]
-        head.export = True  # one output tensor, as exported models have
-        try:
-            with torch.no_grad():  # tracing and export need ordinary tensors, not inference-mode ones
-                ts = torch.jit.trace(model, x, strict=False)
-                res["torchscript"] = timed(lambda ts=ts, x=x: ts(x), max(opt.reps // bs, 3))
-            try:
-                import onnxruntime as ort
 
-                f = io.BytesIO()
-                with torch.no_grad():
-                    torch.onnx.export(model, x, f, opset_version=17, input_names=["images"],
-                                      output_names=["output0"], dynamo=False)
-                sess = ort.InferenceSession(f.getvalue(), providers=["CPUExecutionProvider"])
-                xn = x.numpy()
-                res["onnxruntime"] = timed(lambda s=sess, xn=xn: s.run(None, {"images": xn}), max(opt.reps // bs, 3))
-            except Exception as e:  # noqa: BLE001 - report the backends that work
-                print(f"onnxruntime skipped: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
-        finally:
+    for bs in opt.batch:
+        x = im.expand(bs, -1, -1, -1).contiguous(memory_format=torch.channels_last)
+        fns: dict[str, Callable[[], object]] = {}
+        with torch.inference_mode():
+            fns["detect.py eager" if bs == 1 else "eager"] = lambda x=x: pred.forward(x)
+            if bs > 1:
+                fns["val path"] = lambda x=x: forward_batch(model, x)
+            if opt.compile:
+                cm = torch.compile(model)
+                fns["compiled"] = lambda x=x, cm=cm: cm(x)
+        if not opt.no_torchscript:
+            head = model.model[-1]
+            head.export = True
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ts = torch.jit.freeze(torch.jit.trace(model, x, strict=False, check_trace=False).eval())
             head.export = False
+            fns["torchscript"] = lambda x=x, ts=ts: ts(x)
+        sess = onnx_session(model, x)
+        if sess is not None:
+            xn = x.contiguous().numpy()
+            fns["onnxruntime"] = lambda s=sess, xn=xn: s.run(None, {"images": xn})
+        rounds = max(opt.reps // bs, 3)
+        with torch.inference_mode():
+            res = interleaved(fns, rounds)
+            out = model(x)[0]
+            res["NMS"] = interleaved({"nms": lambda o=out: non_max_suppression(o, 0.25, 0.45)}, rounds)["nms"]
         ref = res.get("onnxruntime")
-        line = ", ".join(f"{k} {v / bs * 1e3:.1f} ms" + (f" ({v / ref:.2f}x ORT)" if ref and k != "NMS" else "")
-                         for k, v in res.items())
+        line = ", ".join(f"{k} {v / bs * 1e3:.1f} ms" + (f" ({v / ref:.2f}x ORT)" if ref and k not in
+                                                         ("NMS", "onnxruntime") else "") for k, v in res.items())
         print(f"batch {bs}: per image {line}")
 
 
