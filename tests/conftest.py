@@ -40,3 +40,21 @@ def log(caplog):
     caplog.set_level(logging.INFO, logger=LOGGER.name)
     yield caplog
     LOGGER.removeHandler(caplog.handler)
+
+
+def write_tiny_shapes(root: Path, n_train: int = 16, n_val: int = 8, seed: int = 1,
+                      imgsz_range: tuple[int, int] = (64, 96)) -> Path:
+    """A small synthetic detection set under root and its data YAML (4 shape classes)."""
+    from utils.data.synthetic import generate_shapes
+
+    generate_shapes(root, n_train=n_train, n_val=n_val, seed=seed, imgsz_range=imgsz_range)
+    y = root / "tiny.yaml"
+    y.write_text(f"path: {root / 'det'}\ntrain: images/train\nval: images/val\n"
+                 "names: {0: rectangle, 1: ellipse, 2: triangle, 3: star}\n")
+    return y
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> str:
+    """A 24-image synthetic detection set (16 train, 8 val), generated once per test session."""
+    return str(write_tiny_shapes(tmp_path_factory.mktemp("shapes")))

@@ -274,19 +274,6 @@ def test_autobatch_on_cuda_falls_back_on_absurd_or_failed_trials(log, monkeypatc
 
 
 # ---------------------------------------------------------------------------------------------- CUDA engine
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> str:
-    """A 24-image synthetic detection set (16 train, 8 val)."""
-    from utils.data.synthetic import generate_shapes
-
-    root = tmp_path_factory.mktemp("shapes_cuda")
-    generate_shapes(root, n_train=16, n_val=8, seed=1, imgsz_range=(64, 96))
-    y = root / "tiny.yaml"
-    y.write_text(f"path: {root / 'det'}\ntrain: images/train\nval: images/val\n"
-                 "names: {0: rectangle, 1: ellipse, 2: triangle, 3: star}\n")
-    return str(y)
-
-
 def _fit(data: str, project: Path, **kw) -> dict:
     from utils.engine.config import TrainConfig
     from utils.engine.trainer import Trainer

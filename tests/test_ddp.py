@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import write_tiny_shapes
 
 ROOT = Path(__file__).resolve().parents[1]
 NOAUG = ("lr0: 0.01\nlrf: 0.01\nmomentum: 0.937\nweight_decay: 0.0005\nwarmup_epochs: 3.0\nwarmup_momentum: 0.8\n"
@@ -31,12 +32,7 @@ def epoch_losses(run: Path) -> list[float]:
 
 @pytest.mark.slow
 def test_torchrun_two_cpu_processes_train_like_one_process(tmp_path):
-    from utils.data.synthetic import generate_shapes
-
-    generate_shapes(tmp_path / "data", n_train=16, n_val=4, seed=2, imgsz_range=(64, 64))
-    data = tmp_path / "tiny.yaml"
-    data.write_text(f"path: {tmp_path / 'data' / 'det'}\ntrain: images/train\nval: images/val\n"
-                    "names: {0: rectangle, 1: ellipse, 2: triangle, 3: star}\n")
+    data = write_tiny_shapes(tmp_path / "data", n_val=4, seed=2, imgsz_range=(64, 64))
     hyp = tmp_path / "noaug.yaml"
     hyp.write_text(NOAUG)  # no random augmentation and no shuffling (--rect): both runs see the same images
     args = [str(ROOT / "train.py"), "--data", str(data), "--hyp", str(hyp), "--cfg", "yolov5n.yaml", "--img", "64",
@@ -63,12 +59,7 @@ def test_failure_on_one_rank_ends_the_whole_job(tmp_path):
     """A rank that crashes mid-epoch must not leave the other blocked in an all-reduce: torchrun ends the job."""
     import time
 
-    from utils.data.synthetic import generate_shapes
-
-    generate_shapes(tmp_path / "data", n_train=16, n_val=4, seed=2, imgsz_range=(64, 64))
-    data = tmp_path / "tiny.yaml"
-    data.write_text(f"path: {tmp_path / 'data' / 'det'}\ntrain: images/train\nval: images/val\n"
-                    "names: {0: rectangle, 1: ellipse, 2: triangle, 3: star}\n")
+    data = write_tiny_shapes(tmp_path / "data", n_val=4, seed=2, imgsz_range=(64, 64))
     entry = tmp_path / "crash_rank1.py"
     entry.write_text(
         "import os, sys\n"

@@ -19,19 +19,6 @@ from utils.tasks.detect import DetectionTask
 TINY = {"cfg": "yolov5n.yaml", "imgsz": 64, "batch_size": 8, "workers": 0, "noplots": True, "noautoanchor": True}
 
 
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory) -> str:
-    """A 24-image synthetic detection set (16 train, 8 val), generated once per test session."""
-    from utils.data.synthetic import generate_shapes
-
-    root = tmp_path_factory.mktemp("shapes")
-    generate_shapes(root, n_train=16, n_val=8, seed=1, imgsz_range=(64, 96))
-    y = root / "tiny.yaml"
-    y.write_text(f"path: {root / 'det'}\ntrain: images/train\nval: images/val\n"
-                 "names: {0: rectangle, 1: ellipse, 2: triangle, 3: star}\n")
-    return str(y)
-
-
 def make_cfg(data: str, project: Path, **kw) -> TrainConfig:
     return TrainConfig(data=data, project=str(project), **{**TINY, **kw})
 
