@@ -85,3 +85,29 @@ def test_failure_on_one_rank_ends_the_whole_job(tmp_path):
     assert "injected failure on rank 1" in out
     assert time.time() - t < 240, "the surviving rank hung instead of being stopped"
     assert not (tmp_path / "runs/exp/weights/last.pt").exists()  # nothing half-trained is passed off as a result
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_train_segmentation_like_one_process(tmp_path):
+    """segment/train.py on the same engine path: masks are sharded with their images, rank 0 validates."""
+    write_tiny_shapes(tmp_path / "data", n_val=4, seed=2, imgsz_range=(64, 64))
+    data = tmp_path / "seg.yaml"
+    data.write_text(f"path: {tmp_path / 'data' / 'seg'}\ntrain: images/train\nval: images/val\n"
+                    "names: {0: rectangle, 1: ellipse, 2: triangle, 3: star}\n")
+    hyp = tmp_path / "noaug.yaml"
+    hyp.write_text(NOAUG)
+    args = [str(ROOT / "segment" / "train.py"), "--data", str(data), "--hyp", str(hyp), "--cfg", "yolov5n-seg.yaml",
+            "--img", "64", "--batch-size", "8", "--epochs", "1", "--workers", "0", "--rect", "--noplots",
+            "--noautoanchor", "--device", "cpu"]
+    env_kw = {"capture_output": True, "text": True, "timeout": 600, "cwd": str(ROOT)}
+    single = subprocess.run([sys.executable, *args, "--project", str(tmp_path / "single")], **env_kw)
+    assert single.returncode == 0, single.stdout[-2000:] + single.stderr[-2000:]
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_addr", "127.0.0.1", "--master_port", str(free_port()), *args,
+                          "--project", str(tmp_path / "ddp")], **env_kw)
+    assert ddp.returncode == 0, ddp.stdout[-3000:] + ddp.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["exp"]
+    assert (tmp_path / "ddp/exp/weights/best.pt").exists()
+    assert "train/seg_loss" in (tmp_path / "ddp/exp/results.csv").read_text()
+    for a, b in zip(epoch_losses(tmp_path / "ddp/exp"), epoch_losses(tmp_path / "single/exp")):
+        assert a == pytest.approx(b, rel=0.15)

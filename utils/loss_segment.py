@@ -7,21 +7,13 @@ import torch.nn.functional as F
 
 from utils.boxes import xywh2xyxy
 from utils.loss import DetectionLoss
+from utils.masks import crop_mask as box_crop
 
 
 def rank_in_image(img: torch.Tensor, bs: int) -> torch.Tensor:
     """1-based position of each target among the targets of its image, in `targets` order (the overlap-mask id)."""
     onehot = F.one_hot(img, bs)  # (nt, bs)
     return onehot.cumsum(0).gather(1, img[:, None]).squeeze(1)
-
-
-def box_crop(x: torch.Tensor, xyxy: torch.Tensor) -> torch.Tensor:
-    """Zero x (n, h, w) outside each row's box (n, 4) given in pixel units of x."""
-    _, h, w = x.shape
-    x1, y1, x2, y2 = xyxy[:, :, None, None].unbind(1)  # each (n, 1, 1)
-    cols = torch.arange(w, device=x.device, dtype=xyxy.dtype)[None, None, :]
-    rows = torch.arange(h, device=x.device, dtype=xyxy.dtype)[None, :, None]
-    return x * ((cols >= x1) & (cols < x2) & (rows >= y1) & (rows < y2))
 
 
 def mask_loss(pmask: torch.Tensor, proto: torch.Tensor, b: torch.Tensor, gt: torch.Tensor, xyxy: torch.Tensor,

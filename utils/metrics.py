@@ -118,12 +118,16 @@ def _first_per_key(key: torch.Tensor) -> torch.Tensor:
     return first[key] == pos
 
 
-def match_predictions(detections: torch.Tensor, labels: torch.Tensor, iouv: torch.Tensor) -> torch.Tensor:
-    """Correct-prediction matrix (n, len(iouv)) for detections (n, 6) xyxy/conf/cls vs labels (m, 5) cls/xyxy."""
+def match_predictions(detections: torch.Tensor, labels: torch.Tensor, iouv: torch.Tensor,
+                      iou: torch.Tensor | None = None) -> torch.Tensor:
+    """Correct-prediction matrix (n, len(iouv)) for detections (n, 6) xyxy/conf/cls vs labels (m, 5) cls/xyxy.
+
+    `iou` (m, n) replaces the box IoU, e.g. with mask IoU for instance segmentation.
+    """
     correct = torch.zeros((detections.shape[0], iouv.shape[0]), dtype=torch.bool, device=iouv.device)
     if not detections.shape[0] or not labels.shape[0]:
         return correct
-    iou = box_iou(labels[:, 1:], detections[:, :4])  # (m, n)
+    iou = box_iou(labels[:, 1:], detections[:, :4]) if iou is None else iou.to(iouv.device)  # (m, n)
     same_class = labels[:, 0:1] == detections[:, 5]
     for k, thr in enumerate(iouv.tolist()):
         li, di = torch.nonzero((iou >= thr) & same_class, as_tuple=True)  # host sync

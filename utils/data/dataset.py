@@ -104,6 +104,8 @@ class YoloDataset(Dataset):
     `get_sample` exposes the augmented sample with aligned pixel polygons for datasets that need masks.
     """
 
+    mosaic_shuffle = True  # upstream's segmentation loader keeps the mosaic tiles in draw order
+
     def __init__(self, path, img_size: int = 640, batch_size: int = 16, augment: bool = False, hyp: dict | None = None,
                  rect: bool = False, image_weights: bool = False, cache_images: str | None = None,
                  single_cls: bool = False, stride: int = 32, pad: float = 0.0, min_items: int = 0, prefix: str = "",
@@ -274,10 +276,10 @@ class YoloDataset(Dataset):
         """Augmented sample: (im HWC BGR, labels (n, 5) cls xywhn, aligned pixel polygons or [], shapes|None)."""
         hyp = self.hyp
         if self.mosaic and random.random() < hyp["mosaic"]:
-            img, labels, segments = load_mosaic(self, index)
+            img, labels, segments = load_mosaic(self, index, shuffle=self.mosaic_shuffle)
             shapes = None
             if random.random() < hyp["mixup"]:
-                img2, labels2, segments2 = load_mosaic(self, random.choice(self.indices))
+                img2, labels2, segments2 = load_mosaic(self, random.choice(self.indices), shuffle=self.mosaic_shuffle)
                 both = aligned(labels, segments) and aligned(labels2, segments2)
                 img, labels = mixup(img, labels, img2, labels2)
                 segments = segments + segments2 if both else []
@@ -404,15 +406,16 @@ def create_dataloader(path, imgsz: int, batch_size: int, stride: int, single_cls
                       augment: bool = False, cache=None, pad: float = 0.0, rect: bool = False, rank: int = -1,
                       workers: int = 8, image_weights: bool = False, quad: bool = False, prefix: str = "",
                       shuffle: bool = False, seed: int = 0, min_items: int = 0,
-                      nc: int | None = None) -> tuple[DataLoader, YoloDataset]:
-    """A DataLoader over a YoloDataset (DistributedSampler when rank != -1, seeded, persistent workers)."""
+                      nc: int | None = None, dataset_cls: type = YoloDataset,
+                      dataset_kw: dict | None = None) -> tuple[DataLoader, YoloDataset]:
+    """A DataLoader over a YoloDataset or subclass (DistributedSampler when rank != -1, seeded, persistent workers)."""
     if rect and shuffle:
         LOGGER.warning("WARNING ⚠️ --rect is incompatible with DataLoader shuffle, setting shuffle=False")
         shuffle = False
-    dataset = YoloDataset(path, imgsz, batch_size, augment=augment, hyp=hyp, rect=rect, image_weights=image_weights,
+    dataset = dataset_cls(path, imgsz, batch_size, augment=augment, hyp=hyp, rect=rect, image_weights=image_weights,
                           cache_images=cache if cache in ("ram", "disk") else ("ram" if cache is True else None),
                           single_cls=single_cls, stride=int(stride), pad=pad, min_items=min_items, prefix=prefix,
-                          nc=nc)
+                          nc=nc, **(dataset_kw or {}))
     batch_size = min(batch_size, len(dataset))
     nd = torch.cuda.device_count()
     nw = min((os.cpu_count() or 1) // max(nd, 1), batch_size if batch_size > 1 else 0, workers)
@@ -421,7 +424,7 @@ def create_dataloader(path, imgsz: int, batch_size: int, stride: int, single_cls
     generator.manual_seed(6148914691236517205 + seed + RANK)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, num_workers=nw,
                         sampler=sampler, pin_memory=PIN_MEMORY and torch.cuda.is_available(),
-                        collate_fn=YoloDataset.collate_fn4 if quad else YoloDataset.collate_fn,
+                        collate_fn=dataset_cls.collate_fn4 if quad else dataset_cls.collate_fn,
                         worker_init_fn=seed_worker, generator=generator,
                         # image weights resample dataset.indices each epoch: workers must be re-created to see it
                         persistent_workers=nw > 0 and not image_weights)

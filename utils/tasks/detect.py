@@ -56,7 +56,11 @@ class DetectionTask(Task):
             rect=cfg.rect if train else not speed, rank=rank if train else -1,
             workers=cfg.workers if train else cfg.workers * 2, image_weights=cfg.image_weights and train,
             quad=cfg.quad and train, prefix="train: " if train else "val: ", shuffle=train, seed=cfg.seed,
-            nc=None if cfg.single_cls else nc)
+            nc=None if cfg.single_cls else nc, **self.dataset_options())
+
+    def dataset_options(self) -> dict:
+        """Extra create_dataloader arguments (a dataset subclass and its options) for tasks built on detection."""
+        return {}
 
     def preprocess(self, batch: Any, device: torch.device, half: bool = False) -> dict:
         imgs, targets, paths, shapes = batch
@@ -79,7 +83,7 @@ class DetectionTask(Task):
 
     def postprocess(self, preds: torch.Tensor, batch: dict | None = None, conf_thres: float = 0.001,
                     iou_thres: float = 0.6, max_det: int = 300, multi_label: bool = True, agnostic: bool = False,
-                    hybrid: bool = False) -> list:
+                    hybrid: bool = False, nm: int = 0) -> list:
         from utils.nms import non_max_suppression
 
         labels = ()
@@ -89,7 +93,7 @@ class DetectionTask(Task):
             t[:, 2:6] *= torch.tensor((w, h, w, h), device=t.device)
             labels = [t[t[:, 0] == i, 1:6] for i in range(batch["img"].shape[0])]
         return non_max_suppression(preds, conf_thres, iou_thres, labels=labels, multi_label=multi_label,
-                                   agnostic=agnostic, max_det=max_det)
+                                   agnostic=agnostic, max_det=max_det, nm=nm)
 
     def val_post_kw(self, data: dict, training: bool) -> dict:
         # The final pass after training uses upstream's 0.65 IoU on COCO; everything else 0.6.

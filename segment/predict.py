@@ -1,0 +1,40 @@
+"""Run YOLOv5 instance segmentation on images, videos, folders, globs, lists, webcams and streams.
+
+    python segment/predict.py --weights runs/train-seg/exp/weights/best.pt --source data/images
+    python segment/predict.py --weights yolov5s-seg.pt --source video.mp4 --retina-masks --save-txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from utils.engine.cli import opt_with, run_main  # noqa: E402
+from utils.engine.predictor import add_predict_arguments  # noqa: E402
+from utils.paths import ROOT  # noqa: E402
+from utils.tasks.segment_predict import SegmentPredictor  # noqa: E402
+
+
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse segment/predict.py flags (YOLOv5 v7.0 names and defaults)."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_predict_arguments(p, "yolov5s-seg.pt", str(ROOT / "data/images"), str(ROOT / "runs/predict-seg"))
+    p.add_argument("--retina-masks", action="store_true", help="whether to plot masks in native resolution")
+    return p.parse_args(argv)
+
+
+def main(opt: argparse.Namespace) -> Path:
+    """Predict over --source and return the run folder."""
+    return SegmentPredictor(opt).run()
+
+
+def run(**kwargs) -> Path:
+    """Python API: segment.predict.run(weights='best.pt', source='data/images')."""
+    return main(opt_with(parse_opt, **kwargs))
+
+
+if __name__ == "__main__":
+    run_main(main, parse_opt())

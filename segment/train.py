@@ -1,0 +1,53 @@
+"""Train a YOLOv5 instance-segmentation model.
+
+    python segment/train.py                                   # built-in synthetic shapes polygons, offline, on CPU
+    python segment/train.py --data coco128-seg.yaml --cfg yolov5s-seg.yaml --weights '' --img 640
+    python segment/train.py --weights yolov5s-seg.pt --data my-seg.yaml --epochs 100 --no-overlap
+    torchrun --nproc_per_node 2 segment/train.py --data my-seg.yaml --batch-size 64 --device 0,1
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from utils.engine.cli import opt_with, run_main  # noqa: E402
+from utils.engine.config import TrainConfig, add_arguments, from_namespace  # noqa: E402
+from utils.paths import ROOT  # noqa: E402
+from utils.tasks.segment import SegmentationTask  # noqa: E402
+
+# Offline defaults for a 2-core machine, as train.py's (upstream: yolov5s-seg.pt on coco128-seg at 640, 100 epochs);
+# every flag keeps its upstream name and meaning.
+DEFAULTS = {"cfg": "yolov5n-seg.yaml", "data": str(ROOT / "data/shapes-seg.yaml"), "imgsz": 256, "epochs": 40,
+            "batch_size": 16, "project": str(ROOT / "runs/train-seg")}
+
+
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse segment/train.py flags (YOLOv5 v7.0 names, --mask-ratio and --no-overlap included)."""
+    return add_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]), TrainConfig,
+                         **DEFAULTS).parse_args(argv)
+
+
+def main(opt: argparse.Namespace) -> dict:
+    """Train (or evolve hyperparameters) with the parsed flags; returns the final validation figures."""
+    cfg = from_namespace(opt, TrainConfig)
+    task = SegmentationTask(overlap=not cfg.no_overlap, mask_ratio=cfg.mask_ratio)
+    if cfg.evolve:
+        from utils.engine.evolve import evolve
+
+        return evolve(cfg, task)
+    from utils.engine.trainer import Trainer
+
+    return Trainer(cfg, task).fit()
+
+
+def run(**kwargs) -> dict:
+    """Python API: segment.train.run(data='data/shapes-seg.yaml', epochs=3, imgsz=320)."""
+    return main(opt_with(parse_opt, **kwargs))
+
+
+if __name__ == "__main__":
+    run_main(main, parse_opt())

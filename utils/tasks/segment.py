@@ -1,0 +1,97 @@
+"""Instance segmentation: detection plus 32 prototype-mask coefficients per box (YOLOv5 v7.0 recipe)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from utils.log import LOGGER
+from utils.tasks.detect import DetectionTask
+from utils.tasks.segment_metric import SegMetric
+
+NM = 32  # mask coefficients per detection (the Segment head's nm)
+
+
+class SegmentationTask(DetectionTask):
+    """Boxes and instance masks from a Segment head, trained with box/seg/obj/cls losses, scored by box and mask AP.
+
+    overlap: ground-truth masks as one index map per image (else one binary mask per object); mask_ratio: their
+    downsampling; retina_masks: predicted masks at input resolution (else at prototype resolution, as upstream's val).
+    A training config's --mask-ratio / --no-overlap override the constructor values when the loaders are built.
+    """
+
+    name = "segment"
+    default_project = "runs/train-seg"
+    loss_names = ("box_loss", "seg_loss", "obj_loss", "cls_loss")
+    metric_names = SegMetric.names
+    fitness_weights = (0.0, 0.0, 0.1, 0.9, 0.0, 0.0, 0.1, 0.9)  # box P R mAP50 mAP50-95, then mask
+
+    def __init__(self, overlap: bool = True, mask_ratio: int = 4, retina_masks: bool = False):
+        self.overlap, self.mask_ratio, self.retina_masks = overlap, int(mask_ratio), retina_masks
+
+    # ------------------------------------------------------------------------------------------ data
+    def build_dataloader(self, path: Any, cfg: Any, hyp: dict, batch_size: int, stride: int, mode: str,
+                         rank: int = -1, nc: int | None = None):
+        if hasattr(cfg, "mask_ratio"):
+            self.mask_ratio = int(cfg.mask_ratio)
+        if hasattr(cfg, "no_overlap"):
+            self.overlap = not cfg.no_overlap
+        if getattr(cfg, "quad", False):
+            LOGGER.warning("WARNING ⚠️ --quad is not supported for instance segmentation, ignoring it")
+            cfg.quad = False
+        return super().build_dataloader(path, cfg, hyp, batch_size, stride, mode, rank=rank, nc=nc)
+
+    def dataset_options(self) -> dict:
+        from utils.data.dataset_segment import SegmentDataset
+
+        return {"dataset_cls": SegmentDataset,
+                "dataset_kw": {"overlap": self.overlap, "downsample_ratio": self.mask_ratio}}
+
+    def preprocess(self, batch: Any, device: torch.device, half: bool = False) -> dict:
+        imgs, targets, paths, shapes, masks = batch
+        out = super().preprocess((imgs, targets, paths, shapes), device, half)
+        out["masks"] = masks.to(device, non_blocking=True).float()
+        out["overlap"] = self.overlap
+        return out
+
+    # ------------------------------------------------------------------------------------------ loss and predictions
+    def criterion(self, model: nn.Module, hyp: dict):
+        from utils.loss_segment import SegmentationLoss
+
+        loss = SegmentationLoss(model.model[-1], hyp, overlap=self.overlap)
+        return lambda preds, batch: loss(preds, batch["targets"], batch["masks"])
+
+    def split_eval_output(self, out: Any):
+        """Eval output (decoded, proto, raw maps) -> ((decoded, proto), (raw maps, proto))."""
+        return (out[0], out[1]), (out[2], out[1]) if len(out) > 2 else None
+
+    def postprocess(self, preds: Any, batch: dict | None = None, shape: tuple[int, int] | None = None,
+                    **kw: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """NMS with mask coefficients, then per image (detections (n, 6) xyxy/conf/cls, binary masks (n, h, w))."""
+        from utils.masks import process_mask
+
+        pred, proto = preds
+        dets = super().postprocess(pred, batch=batch, nm=NM, **kw)
+        shape = tuple(batch["img"].shape[2:]) if batch is not None else tuple(shape)
+        return [(d[:, :6], process_mask(p, d[:, 6:], d[:, :4], shape, upsample=self.retina_masks))
+                for d, p in zip(dets, proto)]
+
+    def new_metric(self, names: dict[int, str], save_dir: Path, plots: bool = False, **opts: Any) -> SegMetric:
+        return SegMetric(names, save_dir, plots=plots, overlap=self.overlap, **opts)
+
+    # ------------------------------------------------------------------------------------------ plots
+    def plot_train_batch(self, batch: dict, fname: Path, names: dict[int, str] | None = None) -> None:
+        from utils.plots import plot_images
+        from utils.tasks.segment_plots import overlay_masks
+
+        img = overlay_masks(batch["img"], batch["targets"], batch["masks"], batch["overlap"])
+        plot_images(img, batch["targets"], batch["paths"], fname, names=names)
+
+    def plot_val_batch(self, batch: dict, preds: list, save_dir: Path, index: int,
+                       names: dict[int, str] | None = None) -> None:
+        from utils.tasks.segment_plots import plot_val_batch_masks
+
+        plot_val_batch_masks(batch, preds, save_dir, index, names=names)

@@ -1,0 +1,113 @@
+"""Instance-segmentation scoring: box AP and mask AP side by side, as YOLOv5 v7.0's segment/val.py reports them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from utils.boxes import scale_boxes, xywh2xyxy
+from utils.masks import gt_instance_masks, mask_iou
+from utils.metrics import ap_per_class, match_predictions
+from utils.tasks.detect_metric import IOUV, DetMetric
+
+BOX = ("metrics/precision(B)", "metrics/recall(B)", "metrics/mAP_0.5(B)", "metrics/mAP_0.5:0.95(B)")
+MASK = ("metrics/precision(M)", "metrics/recall(M)", "metrics/mAP_0.5(M)", "metrics/mAP_0.5:0.95(M)")
+
+
+def mask_ious(gt: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+    """IoU (labels, predictions) of binary masks; labels are resized to the predictions' resolution first."""
+    if gt.shape[1:] != pred.shape[1:]:
+        gt = F.interpolate(gt[None].float(), pred.shape[1:], mode="bilinear", align_corners=False)[0].gt_(0.5)
+    return mask_iou(gt.reshape(gt.shape[0], -1), pred.reshape(pred.shape[0], -1).float())
+
+
+class SegMetric(DetMetric):
+    """Accumulates (mask correct, box correct, conf, cls, target cls) per image; box and mask AP computed apart."""
+
+    names = BOX + MASK
+    header = ("%22s" + "%11s" * 10) % ("Class", "Images", "Instances", "Box(P", "R", "mAP50", "mAP50-95)",
+                                       "Mask(P", "R", "mAP50", "mAP50-95)")
+    post_name = "NMS+masks"
+
+    def __init__(self, *args, overlap: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.overlap = overlap
+
+    def update(self, preds: list[tuple[torch.Tensor, torch.Tensor]], batch: dict) -> None:
+        """Score each image's (detections (n, 6) xyxy/conf/cls, masks (n, h, w)) against its labels and masks."""
+        img, targets, shapes, paths = batch["img"], batch["targets"], batch["shapes"], batch["paths"]
+        masks, overlap = batch["masks"], batch.get("overlap", self.overlap)
+        h, w = img.shape[2:]
+        iouv = IOUV.to(img.device)
+        tgt = targets.clone()
+        tgt[:, 2:6] *= torch.tensor((w, h, w, h), device=tgt.device)
+        for si, (pred, pmasks) in enumerate(preds):
+            sel = tgt[:, 0] == si
+            labels = tgt[sel, 1:6]
+            nl, npr = labels.shape[0], pred.shape[0]
+            shape0, ratio_pad = shapes[si][0], shapes[si][1]
+            self.seen += 1
+            correct_b = torch.zeros(npr, len(iouv), dtype=torch.bool, device=img.device)
+            correct_m = correct_b.clone()
+            if npr == 0:
+                if nl:
+                    self.stats.append((correct_m, correct_b, pred[:, 4], pred[:, 5], labels[:, 0]))
+                    if self.plots:
+                        self.confusion.process_batch(None, labels[:, 0])
+                continue
+            if self.single_cls:
+                pred[:, 5] = 0
+            predn = pred.clone()
+            scale_boxes(img.shape[2:], predn[:, :4], shape0, ratio_pad)
+            if nl:
+                tbox = xywh2xyxy(labels[:, 1:5])
+                scale_boxes(img.shape[2:], tbox, shape0, ratio_pad)
+                labelsn = torch.cat((labels[:, 0:1], tbox), 1)
+                correct_b = match_predictions(predn, labelsn, iouv)
+                gt = gt_instance_masks(masks[[si]] if overlap else masks[sel.to(masks.device)], nl, overlap)
+                correct_m = match_predictions(predn, labelsn, iouv, iou=mask_ious(gt, pmasks))
+                if self.plots:
+                    self.confusion.process_batch(predn, labelsn)
+            self.stats.append((correct_m, correct_b, pred[:, 4], pred[:, 5], labels[:, 0]))
+            if self.save_txt:
+                self._save_txt(predn, shape0, Path(paths[si]))
+            if self.json_out is not None:
+                self._append_json(predn, Path(paths[si]))
+
+    def compute(self) -> dict[str, float]:
+        """Box P, R, mAP50, mAP50-95, then the same for masks (all zeros when no mask matched)."""
+        if self._result is not None:
+            return self._result["figures"]
+        stats = [torch.cat(x, 0).cpu().numpy() for x in zip(*self.stats)] if self.stats else []
+        nt = np.bincount(stats[4].astype(int), minlength=self.nc) if stats else np.zeros(self.nc, int)
+        rows = {int(c): (0.0,) * 8 for c in np.flatnonzero(nt)}
+        if stats and stats[0].any():  # upstream's gate is the mask hits
+            plot = self.plots and not self.training
+            parts = {}
+            for k, prefix in ((1, "Box"), (0, "Mask")):
+                _, _, p, r, _, ap, cls = ap_per_class(stats[k], *stats[2:], plot=plot, save_dir=self.save_dir,
+                                                      names=self.class_names, prefix=prefix)
+                parts[prefix] = {int(c): (p[i], r[i], ap[i, 0], ap[i].mean()) for i, c in enumerate(cls)}
+            rows.update({c: (*parts["Box"][c], *parts["Mask"][c]) for c in parts["Box"]})
+        per_class = np.array(list(rows.values()), dtype=np.float64).reshape(-1, 8)
+        figures = dict(zip(self.names, per_class.mean(0).tolist() if len(per_class) else [0.0] * 8))
+        # per-class mAP50-95 of boxes plus masks, as upstream's image weights read it
+        self.maps = np.full(self.nc, figures[BOX[3]] + figures[MASK[3]])
+        for c, row in rows.items():
+            self.maps[c] = row[3] + row[7]
+        self._result = {"nt": nt, "rows": rows, "figures": figures}
+        return figures
+
+    def summary(self, verbose: bool = False) -> str:
+        """The 'all' row with box and mask figures, plus per-class rows (verbose, or few classes outside training)."""
+        figures = self.compute()
+        res = self._result
+        pf = "%22s" + "%11i" * 2 + "%11.3g" * 8
+        lines = [self.header, pf % ("all", self.seen, res["nt"].sum(), *figures.values())]
+        if (verbose or (self.nc < 50 and not self.training)) and self.nc > 1:
+            for c, row in sorted(res["rows"].items()):
+                lines.append(pf % (self.class_names.get(c, str(c)), self.seen, res["nt"][c], *row))
+        return "\n".join(lines)
