@@ -20,7 +20,7 @@ from utils.data.synthetic import CLASSES, image_rng, render
 
 MARKER = ".shapes-cls-generator"
 VERSION = 1
-DEFAULTS = {"n_train": 320, "n_val": 80, "seed": 0, "size": 64}
+DEFAULTS = {"n_train": 640, "n_val": 80, "seed": 0, "size": 64}
 MIN_SIDE = 16
 IMAGE_RANGE = (160, 256)  # source image sides: large enough for varied objects, small enough to generate fast
 
@@ -39,7 +39,7 @@ def _crop(rng: np.random.Generator, im: np.ndarray, poly: np.ndarray, size: int)
     """A square crop around one object (margin 10-40% of its size), resized to size x size; None if too small."""
     h, w = im.shape[:2]
     (x0, y0), (x1, y1) = poly.min(0), poly.max(0)
-    side = max(x1 - x0, y1 - y0) * rng.uniform(1.2, 1.8)
+    side = max(x1 - x0, y1 - y0) * rng.uniform(1.1, 1.4)
     if side < MIN_SIDE:
         return None
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
