@@ -136,7 +136,8 @@ class Predictor:
             w.release()
         if seen:
             t = tuple(x / seen * 1e3 for x in dt)
-            LOGGER.info(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms {self.post_name} per image at shape {shape}" % t)
+            LOGGER.info(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms {self.post_name} per image "
+                        f"at shape {shape}" % t)
         if opt.save_txt or save_img:
             n = len(list(save_dir.glob("labels/*.txt")))
             extra = f"\n{n} label{'s' * (n != 1)} saved to {save_dir / 'labels'}" if opt.save_txt else ""
