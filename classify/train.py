@@ -21,9 +21,10 @@ from utils.tasks.classify import ClassificationTask  # noqa: E402
 from utils.tasks.classify_config import ClassifyConfig, resolve  # noqa: E402
 
 # Upstream trains yolov5s-cls.pt on imagenette160 (a download); the no-argument run here must work offline on a 2-core
-# CPU, so it trains a yolov5n backbone from scratch on the generated shapes-cls set at 64 px. Upstream's own defaults
-# otherwise: Adam, lr0 0.001, decay 5e-5, label smoothing 0.1, linear LR to 0.01, 10 epochs, runs/train-cls.
-DEFAULTS = {"model": "yolov5n.yaml", "data": "shapes-cls", "imgsz": 64, "epochs": 10, "batch_size": 32,
+# CPU, so it trains a yolov5n backbone from scratch for 20 epochs on the generated shapes-cls set at 64 px (10 epochs
+# reached only 63% top-1 there). Upstream's own defaults otherwise: Adam, lr0 0.001, decay 5e-5, label smoothing 0.1,
+# linear LR to 0.01, runs/train-cls.
+DEFAULTS = {"model": "yolov5n.yaml", "data": "shapes-cls", "imgsz": 64, "epochs": 20, "batch_size": 32,
             "optimizer": "Adam", "label_smoothing": 0.1, "project": str(ROOT / "runs/train-cls")}
 
 

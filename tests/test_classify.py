@@ -149,3 +149,35 @@ def test_classify_torchrun_two_cpu_processes(tiny_cls, tmp_path):
     # random crops differ between the runs, so only the scale is compared: a mean CE near ln(4) in both
     for a, b in zip(epoch_losses(tmp_path / "ddp/exp"), epoch_losses(tmp_path / "single/exp")):
         assert a == pytest.approx(b, rel=0.25)
+
+
+def test_resume_continues_a_classification_run(tiny_cls, tmp_path, monkeypatch):
+    """An interrupted run resumes with its own classify options (ClassifyConfig fields), ending as a whole run."""
+    from classify import train
+    from utils.engine.trainer import Trainer
+
+    kw = {"data": str(tiny_cls), "imgsz": 64, "epochs": 2, "batch_size": 8, "workers": 0, "device": "cpu",
+          "noplots": True, "lr0": 0.002}
+    train.run(project=str(tmp_path / "a"), **kw)
+    real_save = Trainer._save
+
+    def save_then_die(self, epoch, fi):
+        real_save(self, epoch, fi)
+        raise KeyboardInterrupt  # killed right after the epoch-0 checkpoint landed
+
+    monkeypatch.setattr(Trainer, "_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(project=str(tmp_path / "b"), **kw)
+    monkeypatch.setattr(Trainer, "_save", real_save)
+    last = tmp_path / "b/exp/weights/last.pt"
+    assert torch.load(last, weights_only=True)["opt"]["lr0"] == 0.002
+    train.run(resume=str(last), workers=0)
+
+    def rows(run):
+        with open(run / "results.csv") as f:
+            return [{k.strip(): float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+    full, resumed = rows(tmp_path / "a/exp"), rows(tmp_path / "b/exp")
+    assert [r["epoch"] for r in resumed] == [0, 1]
+    assert resumed[1]["train/loss"] == pytest.approx(full[1]["train/loss"], rel=1e-5)
+    assert resumed[1]["x/lr1"] == pytest.approx(full[1]["x/lr1"], rel=1e-9)

@@ -128,7 +128,7 @@ def create_classify_dataloader(path: str | Path, imgsz: int, batch_size: int, au
     return loader, dataset
 
 
-BUILTIN = {"shapes-cls": "generate_shapes_cls"}  # names --data can give for a generated set under DATASETS_DIR
+BUILTIN = {"shapes-cls": {"hyp": "hyp.shapes-cls.yaml"}}  # generated sets --data can name, and their advice
 
 
 def check_classify_data(data: str | Path) -> dict:
