@@ -181,3 +181,14 @@ def test_resume_continues_a_classification_run(tiny_cls, tmp_path, monkeypatch):
     assert [r["epoch"] for r in resumed] == [0, 1]
     assert resumed[1]["train/loss"] == pytest.approx(full[1]["train/loss"], rel=1e-5)
     assert resumed[1]["x/lr1"] == pytest.approx(full[1]["x/lr1"], rel=1e-9)
+
+
+def test_build_model_cuts_detection_yaml_and_resizes_a_cls_head():
+    task = ClassificationTask()
+    model = task.build_model("yolov5n.yaml", 3, {"dropout": 0.3, "cutoff": 10})
+    head = model.model[-1]
+    assert len(model.model) == 10 and head.linear.out_features == 3 and head.drop.p == 0.3
+    again = task.build_model({**model.yaml, "head": [[-1, 1, "Classify", [3]]]}, 5)  # a count fixed in the YAML
+    assert again.model[-1].linear.out_features == 5 and again.nc == 5
+    x = torch.zeros(2, 3, 64, 64)
+    assert again.eval()(x).shape == (2, 5)

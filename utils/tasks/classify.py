@@ -8,6 +8,7 @@ to the engine through hyp keys (warmup_epochs 0, nbs 0 = the batch itself), not 
 
 from __future__ import annotations
 
+from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,12 @@ class ClassificationTask(Task):
         from models.yolo import ClassificationModel, _head_class, load_yaml_cfg
 
         hyp = hyp or {}
-        d = load_yaml_cfg(cfg)
+        d = deepcopy(load_yaml_cfg(cfg))
         if _head_class(d) is Classify:
+            # a -cls YAML may carry its class count as a number (upstream checkpoints do): resize the head to nc, as
+            # upstream's reshape_classifier_output does when fine-tuning on other classes
+            row = (d.get("head") or d["backbone"])[-1]
+            row[3] = [nc, *list(row[3])[1:]]
             model = ClassificationModel(d, nc=nc)
         else:
             model = ClassificationModel(d, nc=nc, cutoff=int(hyp.get("cutoff") or 10))
