@@ -114,6 +114,8 @@ def create_classify_dataloader(path: str | Path, imgsz: int, batch_size: int, au
                                shuffle: bool = False, seed: int = 0,
                                prefix: str = "") -> tuple[DataLoader, ClassifyDataset]:
     """A seeded DataLoader over a ClassifyDataset (DistributedSampler when rank != -1)."""
+    if path is None:  # check_classify_data leaves train None for a root without train/ (enough for val.py)
+        raise FileNotFoundError(f"{prefix}the dataset has no train/ folder of class folders")
     dataset = ClassifyDataset(path, imgsz, augment=augment, hyp=hyp, cache=cache, prefix=prefix)
     batch_size = min(batch_size, len(dataset))
     nd = torch.cuda.device_count()
