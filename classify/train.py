@@ -39,6 +39,8 @@ def main(opt: argparse.Namespace) -> dict:
     from utils.engine.trainer import Trainer
 
     cfg, hyp = resolve(from_namespace(opt, ClassifyConfig))
+    if cfg.evolve:
+        raise SystemExit("classify/train.py: --evolve is not supported for classification (as upstream)")
     return Trainer(cfg, ClassificationTask(), hyp=hyp).fit()
 
 
