@@ -52,6 +52,8 @@ def add_predict_arguments(p: argparse.ArgumentParser, weights: str, source: str,
 class Predictor:
     """Loads a model once, then runs `predict_source` over any source the loaders understand."""
 
+    post_name = "NMS"  # what the post-processing step is called in the speed line
+
     def __init__(self, opt: argparse.Namespace):
         self.opt = opt
         self.device = select_device(opt.device)
@@ -123,9 +125,7 @@ class Predictor:
                 stem = p.stem if dataset.mode == "image" else f"{p.stem}_{frame}"
                 s += "%gx%g " % im.shape[2:]
                 im0 = self.handle(det, im, im0, save_dir, stem, p)
-                counts = Counter(int(c) for c in det[:, 5].tolist())
-                s += ", ".join(f"{n} {self.names.get(c, c)}{'s' * (n > 1)}" for c, n in sorted(counts.items())) or \
-                    "(no detections)"
+                s += self.describe(det)
                 if opt.view_img:
                     self.show(str(p), im0)
                 if save_img:
@@ -136,12 +136,19 @@ class Predictor:
             w.release()
         if seen:
             t = tuple(x / seen * 1e3 for x in dt)
-            LOGGER.info(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape {shape}" % t)
+            LOGGER.info(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms {self.post_name} per image "
+                        f"at shape {shape}" % t)
         if opt.save_txt or save_img:
             n = len(list(save_dir.glob("labels/*.txt")))
             extra = f"\n{n} label{'s' * (n != 1)} saved to {save_dir / 'labels'}" if opt.save_txt else ""
             LOGGER.info(f"Results saved to {colorstr('bold', str(save_dir))}{extra}")
         return save_dir
+
+    def describe(self, det: torch.Tensor) -> str:
+        """One image's results for the log line: counts per class."""
+        counts = Counter(int(c) for c in det[:, 5].tolist())
+        return ", ".join(f"{n} {self.names.get(c, c)}{'s' * (n > 1)}" for c, n in sorted(counts.items())) or \
+            "(no detections)"
 
     def handle(self, det: torch.Tensor, im: torch.Tensor, im0: np.ndarray, save_dir: Path, stem: str,
                p: Path) -> np.ndarray:

@@ -160,7 +160,8 @@ class Trainer:
         opt = {**ckpt.get("opt", {}), "resume": str(last), "weights": str(last)}
         for k in ("device", "workers", "max_train_seconds"):
             opt[k] = getattr(cfg, k)
-        self.cfg = TrainConfig(**{k: v for k, v in opt.items() if k in TrainConfig.__dataclass_fields__})
+        cls = type(cfg)  # a task's config subclass (classify's) keeps its own fields
+        self.cfg = cls(**{k: v for k, v in opt.items() if k in cls.__dataclass_fields__})
         self.save_dir = Path(last).parent.parent
         LOGGER.info(f"Resuming training from {last} (epoch {ckpt['epoch'] + 1})")
         return ckpt
@@ -203,7 +204,7 @@ class Trainer:
             b = autobatch(model, self.imgsz, self.device, self.task) if self.main else None
             cfg.batch_size = int(dist.broadcast_object(b)) * self.world
         self.batch = cfg.batch_size // self.world
-        self.nbs = int(hyp.get("nbs", NBS))
+        self.nbs = int(hyp.get("nbs", NBS) or cfg.batch_size)  # nbs 0: no accumulation (upstream classifiers)
         self.accumulate = max(round(self.nbs / cfg.batch_size), 1)
         hyp["weight_decay"] *= cfg.batch_size * self.accumulate / self.nbs  # decay per nominal batch, not per step
 
@@ -304,7 +305,8 @@ class Trainer:
 
     def _loop(self) -> None:
         cfg, hyp, dev = self.cfg, self.hyp, self.device
-        nw = max(round(hyp["warmup_epochs"] * self.nb), 100)  # warmup iterations
+        # warmup iterations; warmup_epochs 0 means none (upstream classifiers), not upstream detection's 100 minimum
+        nw = max(round(hyp["warmup_epochs"] * self.nb), 100) if hyp["warmup_epochs"] > 0 else -1
         last_opt_step = -1
         stopper, stop = EarlyStopping(cfg.patience), False
         self.final_figures = {}

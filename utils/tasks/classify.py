@@ -1,0 +1,115 @@
+"""Image classification on the shared engine (YOLOv5 v7.0's classify/ recipe).
+
+Data is an ImageFolder tree; the model is a detection backbone cut at `cutoff` (10) with a Classify head, or a -cls
+YAML/checkpoint; the loss is cross-entropy with label smoothing; the score is top-1/top-5 accuracy and fitness top-1.
+Upstream trains classifiers without warmup, gradient accumulation or batch-scaled weight decay: CLASSIFY_HYP says so
+to the engine through hyp keys (warmup_epochs 0, nbs 0 = the batch itself), not through task checks in the Trainer.
+"""
+
+from __future__ import annotations
+
+from copy import deepcopy
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from utils import dist
+from utils.engine.task import Task
+from utils.tasks.classify_metric import ClsMetric
+
+# Upstream's fixed classify/train.py settings, plus our augmentation strengths (see transforms_classify.py).
+CLASSIFY_HYP = {"lr0": 0.001, "lrf": 0.01, "momentum": 0.9, "weight_decay": 5e-5, "warmup_epochs": 0.0,
+                "warmup_momentum": 0.9, "warmup_bias_lr": 0.0, "nbs": 0, "cutoff": None, "dropout": None,
+                "scale": [0.08, 1.0], "fliplr": 0.5, "jitter": 0.4}
+
+
+class ClassificationTask(Task):
+    """One label per image: logits from a Classify head, cross-entropy loss, top-1/top-5 accuracy."""
+
+    name = "classify"
+    default_project = "runs/train-cls"
+    loss_names = ("loss",)
+    metric_names = ClsMetric.names
+
+    def check_data(self, data: str | dict) -> dict:
+        from utils.data.dataset_classify import check_classify_data
+
+        return check_classify_data(data)
+
+    def build_model(self, cfg: str | dict, nc: int, hyp: dict | None = None) -> nn.Module:
+        """A -cls YAML as written, or a detection YAML cut at hyp['cutoff'] (10) as upstream; dropout from hyp."""
+        from models.heads import Classify
+        from models.yolo import ClassificationModel, _head_class, load_yaml_cfg
+
+        hyp = hyp or {}
+        d = deepcopy(load_yaml_cfg(cfg))
+        if _head_class(d) is Classify:
+            # a -cls YAML may carry its class count as a number (upstream checkpoints do): resize the head to nc, as
+            # upstream's reshape_classifier_output does when fine-tuning on other classes
+            row = (d.get("head") or d["backbone"])[-1]
+            row[3] = [nc, *list(row[3])[1:]]
+            model = ClassificationModel(d, nc=nc)
+        else:
+            model = ClassificationModel(d, nc=nc, cutoff=int(hyp.get("cutoff") or 10))
+        if hyp.get("dropout") is not None:
+            for m in model.modules():
+                if isinstance(m, nn.Dropout):
+                    m.p = float(hyp["dropout"])
+        return model
+
+    def build_dataloader(self, path: Any, cfg: Any, hyp: dict, batch_size: int, stride: int, mode: str,
+                         rank: int = -1, nc: int | None = None):
+        from utils.data.dataset_classify import create_classify_dataloader
+
+        train = mode == "train"
+        return create_classify_dataloader(
+            path, cfg.imgsz, batch_size, augment=train, hyp=hyp, cache=(cfg.cache or None) if train else None,
+            rank=rank if train else -1, workers=cfg.workers if train else cfg.workers * 2, shuffle=train,
+            seed=cfg.seed, prefix="train: " if train else "val: ")
+
+    def preprocess(self, batch: Any, device: torch.device, half: bool = False) -> dict:
+        from utils.data.transforms_classify import normalize
+
+        imgs, labels = batch
+        img = normalize(imgs.to(device, non_blocking=True))
+        return {"img": img.half() if half else img, "cls": labels.to(device, non_blocking=True)}
+
+    def instances(self, batch: dict) -> int:
+        return int(batch["img"].shape[0])
+
+    def criterion(self, model: nn.Module, hyp: dict):
+        ce = nn.CrossEntropyLoss(label_smoothing=float(hyp.get("label_smoothing", 0.0)))
+        world = dist.world_size()
+
+        def loss(logits: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+            value = ce(logits.float(), batch["cls"])
+            # The engine multiplies by the world size because detection losses are sums over the batch; this one is
+            # a mean, as upstream's, so it is divided back: DDP then averages to the mean over the global batch.
+            return value / world, value.detach()[None]
+
+        return loss
+
+    def split_eval_output(self, out: Any) -> tuple[Any, Any]:
+        return out, out  # the logits give both the predictions and the validation loss
+
+    def postprocess(self, preds: torch.Tensor, batch: dict | None = None, **kw: Any) -> torch.Tensor:
+        """Logits -> the top-5 (at most nc) class indices per image, best first, as upstream's argsort."""
+        return preds.argsort(1, descending=True)[:, :5]
+
+    def new_metric(self, names: dict[int, str], save_dir: Path, plots: bool = False, **opts: Any) -> ClsMetric:
+        return ClsMetric(names, save_dir, plots=plots, **opts)
+
+    def fitness(self, figures: dict[str, float]) -> float:
+        return float(figures.get(self.metric_names[0], 0.0))  # top-1, as upstream
+
+    def plot_train_batch(self, batch: dict, fname: Path, names: dict[int, str] | None = None) -> None:
+        from utils.data.transforms_classify import IMAGENET_MEAN, IMAGENET_STD
+        from utils.plots import plot_images
+
+        mean = torch.tensor(IMAGENET_MEAN, device=batch["img"].device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=batch["img"].device).view(1, 3, 1, 1)
+        img = (batch["img"].float() * std + mean).clamp(0, 1)
+        paths = [(names or {}).get(int(c), str(int(c))) for c in batch["cls"].tolist()]  # the label as the caption
+        plot_images(img, None, paths, fname)
