@@ -304,10 +304,11 @@ class Trainer:
             dist.cleanup()
 
     def _loop(self) -> None:
-        cfg, hyp, dev = self.cfg, self.hyp, self.device
+        """Epochs: train, then (rank 0) validate, log and checkpoint, until done, stopped early or out of time."""
+        cfg = self.cfg
         # warmup iterations; warmup_epochs 0 means none (upstream classifiers), not upstream detection's 100 minimum
-        nw = max(round(hyp["warmup_epochs"] * self.nb), 100) if hyp["warmup_epochs"] > 0 else -1
-        last_opt_step = -1
+        self.nw = max(round(self.hyp["warmup_epochs"] * self.nb), 100) if self.hyp["warmup_epochs"] > 0 else -1
+        self.last_opt_step = -1
         stopper, stop = EarlyStopping(cfg.patience), False
         self.final_figures = {}
         t_start = time.time()
@@ -315,95 +316,112 @@ class Trainer:
                     f"dataloader workers\nLogging results to {colorstr('bold', str(self.save_dir))}\n"
                     f"Starting training for {cfg.epochs} epochs...")
         for epoch in range(self.start_epoch, cfg.epochs):
-            self.train_model.train()
-            self.task.on_epoch_start(self, epoch)
-            if hasattr(self.train_loader.sampler, "set_epoch"):
-                self.train_loader.sampler.set_epoch(epoch)
-            if getattr(self.train_loader, "generator", None) is not None:
-                # Shuffle order as a function of (seed, epoch), so a resumed run sees the epochs it would have seen.
-                self.train_loader.generator.manual_seed(cfg.seed * 100003 + epoch)
-            mloss = torch.zeros(len(self.task.loss_names), device=dev)
-            first_bad = torch.full((), -1, device=dev, dtype=torch.long)
-            LOGGER.info(("\n" + "%11s" * (4 + len(self.task.loss_names))) %
-                        ("Epoch", "GPU_mem", *self.task.loss_names, "Instances", "Size"))
-            pbar = tqdm(self.train_loader, bar_format=TQDM_BAR, disable=not self.main)
-            self.optimizer.zero_grad(set_to_none=True)
-            t_log = 0.0
-            for i, raw in enumerate(pbar):
-                ni = i + self.nb * epoch
-                batch = self.task.preprocess(raw, dev)
-                if ni <= nw:
-                    self.accumulate = warmup(self.optimizer, ni, nw, epoch, self.lf, hyp, self.nbs, cfg.batch_size)
-                if cfg.multi_scale:
-                    batch["img"] = self._random_resize(batch["img"])
-                batch["img"] = batch["img"].contiguous(memory_format=torch.channels_last)
-                with torch.autocast(dev.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                    preds = self._forward(batch["img"])
-                    loss, items = self.criterion(preds, batch)
-                if self.world > 1:
-                    loss = loss * self.world  # DDP averages gradients over ranks; YOLOv5 losses are sums
-                if cfg.quad:
-                    loss = loss * 4.0
-                step_now = ni - last_opt_step >= self.accumulate
-                # accumulation steps skip DDP's gradient all-reduce; the step that updates weights syncs
-                sync_ctx = self.train_model.no_sync() if (self.world > 1 and not step_now) else contextlib.nullcontext()
-                with sync_ctx:
-                    self.scaler.scale(loss).backward()
-                if step_now:
-                    self.scaler.unscale_(self.optimizer)
-                    clip_gradients(self.model, 10.0)
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                    self.optimizer.zero_grad(set_to_none=True)
-                    if self.ema is not None:
-                        self.ema.update(self.model)
-                    last_opt_step = ni
-                # Device-side bookkeeping only: reading these values every batch would stall the GPU.
-                mloss.mul_(i / (i + 1)).add_(items.detach().float() / (i + 1))
-                bad = ~torch.isfinite(loss.detach()).all()
-                first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, i), first_bad)
-                last_batch = i == self.nb - 1
-                if last_batch or time.time() - t_log > 0.5:  # read the device at most twice a second
-                    t_log = time.time()
-                    if int(first_bad) >= 0:
-                        raise NonFiniteLoss(f"loss became NaN or infinite at epoch {epoch}, batch {int(first_bad)}; "
-                                            f"kept the last good checkpoint {self.last}. Try a lower --hyp lr0 "
-                                            f"or check the labels of that batch.")
-                    if self.main:
-                        mem = f"{torch.cuda.memory_reserved() / 1e9 if torch.cuda.is_available() else 0:.3g}G"
-                        pbar.set_description(("%11s" * 2 + "%11.4g" * (2 + len(mloss))) % (
-                            f"{epoch}/{cfg.epochs - 1}", mem, *mloss.tolist(), self.task.instances(batch),
-                            batch["img"].shape[-1]))
-                if self.main and not cfg.noplots and ni < 3:
-                    self.task.plot_train_batch(batch, self.save_dir / f"train_batch{ni}.jpg", names=self.names)
+            mloss = self._train_epoch(epoch)
             lr = [g["lr"] for g in self.optimizer.param_groups]
             self.scheduler.step()
             timed_out = cfg.max_train_seconds and time.time() - t_start > cfg.max_train_seconds
             if self.main:
                 final = epoch + 1 == cfg.epochs or stopper.possible_stop or bool(timed_out)
-                self.ema.update_attr(self.model, include=["yaml", "nc", "hyp", "names", "stride"])
-                figures, vloss = {}, np.zeros(len(self.task.loss_names))
-                if not cfg.noval or final:
-                    res = self.evaluator(self.ema.ema, self.criterion)
-                    figures, vloss = res.figures, res.losses if res.losses is not None else vloss
-                    self.maps = getattr(res.metric, "maps", None)
-                fi = self.task.fitness(figures) if figures else 0.0
-                stop = stopper(epoch, fi)
-                if fi >= self.best_fitness:
-                    self.best_fitness = fi
-                self.final_figures = figures
-                self.results_log.append(epoch, [*mloss.tolist(), *[figures.get(n, 0.0) for n in self.task.metric_names],
-                                                *vloss.tolist(), *lr])
-                if not cfg.nosave or final:
-                    self._save(epoch, fi)
+                stop = self._end_epoch(epoch, mloss, lr, stopper, final)
             if timed_out:
                 LOGGER.info(f"Stopping after epoch {epoch}: --max-train-seconds {cfg.max_train_seconds} reached")
                 stop = True
-            stop = dist.broadcast_object(stop)
-            if stop:
+            if dist.broadcast_object(stop):
                 break
         self.epochs_done = epoch + 1 - self.start_epoch if cfg.epochs > self.start_epoch else 0
         self.train_hours = (time.time() - t_start) / 3600
+
+    def _train_epoch(self, epoch: int) -> torch.Tensor:
+        """One pass over the training data; returns the mean loss items, kept on the device."""
+        cfg, dev = self.cfg, self.device
+        self.train_model.train()
+        self.task.on_epoch_start(self, epoch)
+        if hasattr(self.train_loader.sampler, "set_epoch"):
+            self.train_loader.sampler.set_epoch(epoch)
+        if getattr(self.train_loader, "generator", None) is not None:
+            # Shuffle order as a function of (seed, epoch), so a resumed run sees the epochs it would have seen.
+            self.train_loader.generator.manual_seed(cfg.seed * 100003 + epoch)
+        mloss = torch.zeros(len(self.task.loss_names), device=dev)
+        first_bad = torch.full((), -1, device=dev, dtype=torch.long)
+        LOGGER.info(("\n" + "%11s" * (4 + len(self.task.loss_names))) %
+                    ("Epoch", "GPU_mem", *self.task.loss_names, "Instances", "Size"))
+        pbar = tqdm(self.train_loader, bar_format=TQDM_BAR, disable=not self.main)
+        self.optimizer.zero_grad(set_to_none=True)
+        t_log = 0.0
+        for i, raw in enumerate(pbar):
+            ni = i + self.nb * epoch
+            batch = self.task.preprocess(raw, dev)
+            loss, items = self._step(batch, ni, epoch)
+            # Device-side bookkeeping only: reading these values every batch would stall the GPU.
+            mloss.mul_(i / (i + 1)).add_(items.detach().float() / (i + 1))
+            bad = ~torch.isfinite(loss.detach()).all()
+            first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, i), first_bad)
+            if i == self.nb - 1 or time.time() - t_log > 0.5:  # read the device at most twice a second
+                t_log = time.time()
+                if int(first_bad) >= 0:
+                    raise NonFiniteLoss(f"loss became NaN or infinite at epoch {epoch}, batch {int(first_bad)}; "
+                                        f"kept the last good checkpoint {self.last}. Try a lower --hyp lr0 "
+                                        f"or check the labels of that batch.")
+                if self.main:
+                    mem = f"{torch.cuda.memory_reserved() / 1e9 if torch.cuda.is_available() else 0:.3g}G"
+                    pbar.set_description(("%11s" * 2 + "%11.4g" * (2 + len(mloss))) % (
+                        f"{epoch}/{cfg.epochs - 1}", mem, *mloss.tolist(), self.task.instances(batch),
+                        batch["img"].shape[-1]))
+            if self.main and not cfg.noplots and ni < 3:
+                self.task.plot_train_batch(batch, self.save_dir / f"train_batch{ni}.jpg", names=self.names)
+        return mloss
+
+    def _step(self, batch: dict, ni: int, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and backward of one batch; the optimizer steps once `accumulate` batches are in."""
+        cfg = self.cfg
+        if ni <= self.nw:
+            self.accumulate = warmup(self.optimizer, ni, self.nw, epoch, self.lf, self.hyp, self.nbs, cfg.batch_size)
+        if cfg.multi_scale:
+            batch["img"] = self._random_resize(batch["img"])
+        batch["img"] = batch["img"].contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            preds = self._forward(batch["img"])
+            loss, items = self.criterion(preds, batch)
+        if self.world > 1:
+            loss = loss * self.world  # DDP averages gradients over ranks; YOLOv5 losses are sums
+        if cfg.quad:
+            loss = loss * 4.0
+        step_now = ni - self.last_opt_step >= self.accumulate
+        # accumulation steps skip DDP's gradient all-reduce; the step that updates weights syncs
+        sync_ctx = self.train_model.no_sync() if (self.world > 1 and not step_now) else contextlib.nullcontext()
+        with sync_ctx:
+            self.scaler.scale(loss).backward()
+        if step_now:
+            self.scaler.unscale_(self.optimizer)
+            clip_gradients(self.model, 10.0)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.ema is not None:
+                self.ema.update(self.model)
+            self.last_opt_step = ni
+        return loss, items
+
+    def _end_epoch(self, epoch: int, mloss: torch.Tensor, lr: list[float], stopper: EarlyStopping,
+                   final: bool) -> bool:
+        """Rank 0: validate the EMA, log results.csv, keep best.pt and last.pt; True when early stopping says so."""
+        cfg = self.cfg
+        self.ema.update_attr(self.model, include=["yaml", "nc", "hyp", "names", "stride"])
+        figures, vloss = {}, np.zeros(len(self.task.loss_names))
+        if not cfg.noval or final:
+            res = self.evaluator(self.ema.ema, self.criterion)
+            figures, vloss = res.figures, res.losses if res.losses is not None else vloss
+            self.maps = getattr(res.metric, "maps", None)
+        fi = self.task.fitness(figures) if figures else 0.0
+        stop = stopper(epoch, fi)
+        if fi >= self.best_fitness:
+            self.best_fitness = fi
+        self.final_figures = figures
+        self.results_log.append(epoch, [*mloss.tolist(), *[figures.get(n, 0.0) for n in self.task.metric_names],
+                                        *vloss.tolist(), *lr])
+        if not cfg.nosave or final:
+            self._save(epoch, fi)
+        return stop
 
     def _random_resize(self, img: torch.Tensor) -> torch.Tensor:
         sz = random.randrange(int(self.imgsz * 0.5), int(self.imgsz * 1.5) + self.gs) // self.gs * self.gs
