@@ -212,12 +212,13 @@ def test_intersect_state_dict():
     assert set(intersect_state_dict(da, db)) == {"model.0.w", "model.24.anchors"}
 
 
-def test_load_model_strict_and_forward():
+def test_load_model_strict_and_forward(log):
     pytest.importorskip("models.yolo")
     f = need(FIXTURES / "shapes_n320.pt")
     # load_model rebuilds from the yaml and loads the upstream-named state dict with strict=True
     with pytest.warns(UserWarning, match="ensemble"):
         model = load_model([f, f], fuse=True)
+    assert "157 layers, 1763224 parameters, 0 gradients" in log.text  # an inference model: no trainable parameters
     assert not model.training and model.names == {0: "rect", 1: "circle", 2: "triangle"}
     assert next(model.parameters()).dtype == torch.float32
     assert model.stride.tolist() == [8.0, 16.0, 32.0]
