@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.engine.cli import opt_with, run_main  # noqa: E402
+from utils.engine.cli import opt_with, run_main, train  # noqa: E402
 from utils.engine.config import add_arguments, from_namespace  # noqa: E402
 from utils.paths import ROOT  # noqa: E402
 from utils.tasks.classify import ClassificationTask  # noqa: E402
@@ -36,12 +36,10 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(opt: argparse.Namespace) -> dict:
     """Train with the parsed flags; returns the final validation figures (top-1, top-5)."""
-    from utils.engine.trainer import Trainer
-
     cfg, hyp = resolve(from_namespace(opt, ClassifyConfig))
     if cfg.evolve:
         raise SystemExit("classify/train.py: --evolve is not supported for classification (as upstream)")
-    return Trainer(cfg, ClassificationTask(), hyp=hyp).fit()
+    return train(cfg, ClassificationTask(), hyp=hyp)
 
 
 def run(**kwargs) -> dict:

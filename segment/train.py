@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.engine.cli import opt_with, run_main  # noqa: E402
+from utils.engine.cli import opt_with, run_main, train  # noqa: E402
 from utils.engine.config import TrainConfig, add_arguments, from_namespace  # noqa: E402
 from utils.paths import ROOT  # noqa: E402
 from utils.tasks.segment import SegmentationTask  # noqa: E402
@@ -34,14 +34,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 def main(opt: argparse.Namespace) -> dict:
     """Train (or evolve hyperparameters) with the parsed flags; returns the final validation figures."""
     cfg = from_namespace(opt, TrainConfig)
-    task = SegmentationTask(overlap=not cfg.no_overlap, mask_ratio=cfg.mask_ratio)
-    if cfg.evolve:
-        from utils.engine.evolve import evolve
-
-        return evolve(cfg, task)
-    from utils.engine.trainer import Trainer
-
-    return Trainer(cfg, task).fit()
+    return train(cfg, SegmentationTask(overlap=not cfg.no_overlap, mask_ratio=cfg.mask_ratio))
 
 
 def run(**kwargs) -> dict:

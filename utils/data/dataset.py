@@ -402,6 +402,20 @@ def seed_worker(worker_id: int) -> None:
     random.seed(worker_seed)
 
 
+def seeded_loader(dataset: Dataset, batch_size: int, workers: int, shuffle: bool, rank: int, seed: int,
+                  collate_fn, persistent: bool = True) -> DataLoader:
+    """YOLOv5's loader: workers capped by CPUs per GPU and batch, a seeded shuffle, a DistributedSampler under DDP."""
+    batch_size = min(batch_size, len(dataset))
+    nd = torch.cuda.device_count()
+    nw = min((os.cpu_count() or 1) // max(nd, 1), batch_size if batch_size > 1 else 0, workers)
+    sampler = None if rank == -1 else DistributedSampler(dataset, shuffle=shuffle)
+    generator = torch.Generator()
+    generator.manual_seed(6148914691236517205 + seed + RANK)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, num_workers=nw,
+                      sampler=sampler, pin_memory=PIN_MEMORY and torch.cuda.is_available(), collate_fn=collate_fn,
+                      worker_init_fn=seed_worker, generator=generator, persistent_workers=nw > 0 and persistent)
+
+
 def create_dataloader(path, imgsz: int, batch_size: int, stride: int, single_cls: bool = False, hyp: dict | None = None,
                       augment: bool = False, cache=None, pad: float = 0.0, rect: bool = False, rank: int = -1,
                       workers: int = 8, image_weights: bool = False, quad: bool = False, prefix: str = "",
@@ -416,16 +430,7 @@ def create_dataloader(path, imgsz: int, batch_size: int, stride: int, single_cls
                           cache_images=cache if cache in ("ram", "disk") else ("ram" if cache is True else None),
                           single_cls=single_cls, stride=int(stride), pad=pad, min_items=min_items, prefix=prefix,
                           nc=nc, **(dataset_kw or {}))
-    batch_size = min(batch_size, len(dataset))
-    nd = torch.cuda.device_count()
-    nw = min((os.cpu_count() or 1) // max(nd, 1), batch_size if batch_size > 1 else 0, workers)
-    sampler = None if rank == -1 else DistributedSampler(dataset, shuffle=shuffle)
-    generator = torch.Generator()
-    generator.manual_seed(6148914691236517205 + seed + RANK)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, num_workers=nw,
-                        sampler=sampler, pin_memory=PIN_MEMORY and torch.cuda.is_available(),
-                        collate_fn=dataset_cls.collate_fn4 if quad else dataset_cls.collate_fn,
-                        worker_init_fn=seed_worker, generator=generator,
-                        # image weights resample dataset.indices each epoch: workers must be re-created to see it
-                        persistent_workers=nw > 0 and not image_weights)
+    # image weights resample dataset.indices each epoch: workers must be re-created to see it
+    loader = seeded_loader(dataset, batch_size, workers, shuffle, rank, seed,
+                           dataset_cls.collate_fn4 if quad else dataset_cls.collate_fn, persistent=not image_weights)
     return loader, dataset

@@ -13,9 +13,8 @@ import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from torch.utils.data.distributed import DistributedSampler
 
-from utils.data.dataset import PIN_MEMORY, RANK, hwc_bgr_to_chw_rgb, seed_worker, stack_for_transfer
+from utils.data.dataset import hwc_bgr_to_chw_rgb, seeded_loader, stack_for_transfer
 from utils.data.formats import is_image_file
 from utils.data.imageio import imread
 from utils.data.transforms_classify import center_crop, train_transform
@@ -117,17 +116,7 @@ def create_classify_dataloader(path: str | Path, imgsz: int, batch_size: int, au
     if path is None:  # check_classify_data leaves train None for a root without train/ (enough for val.py)
         raise FileNotFoundError(f"{prefix}the dataset has no train/ folder of class folders")
     dataset = ClassifyDataset(path, imgsz, augment=augment, hyp=hyp, cache=cache, prefix=prefix)
-    batch_size = min(batch_size, len(dataset))
-    nd = torch.cuda.device_count()
-    nw = min((os.cpu_count() or 1) // max(nd, 1), batch_size if batch_size > 1 else 0, workers)
-    sampler = None if rank == -1 else DistributedSampler(dataset, shuffle=shuffle)
-    generator = torch.Generator()
-    generator.manual_seed(6148914691236517205 + seed + RANK)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, num_workers=nw,
-                        sampler=sampler, pin_memory=PIN_MEMORY and torch.cuda.is_available(),
-                        collate_fn=ClassifyDataset.collate_fn, worker_init_fn=seed_worker, generator=generator,
-                        persistent_workers=nw > 0)
-    return loader, dataset
+    return seeded_loader(dataset, batch_size, workers, shuffle, rank, seed, ClassifyDataset.collate_fn), dataset
 
 
 BUILTIN = {"shapes-cls": {"hyp": "hyp.shapes-cls.yaml"}}  # generated sets --data can name, and their advice

@@ -48,3 +48,14 @@ def opt_with(parse_opt: Callable[[list[str]], Any], **kwargs: Any) -> Any:
     for k, v in kwargs.items():
         setattr(opt, k, v)
     return opt
+
+
+def train(cfg: Any, task: Any, hyp: dict | None = None) -> dict:
+    """What every train script does once its flags are parsed: evolve hyperparameters (--evolve) or train once."""
+    if cfg.evolve:
+        from utils.engine.evolve import evolve
+
+        return evolve(cfg, task)
+    from utils.engine.trainer import Trainer
+
+    return Trainer(cfg, task, hyp=hyp).fit()
