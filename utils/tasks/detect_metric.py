@@ -43,15 +43,17 @@ class DetMetric(Metric):
         iouv = IOUV.to(img.device)
         tgt = targets.clone()
         tgt[:, 2:6] *= torch.tensor((w, h, w, h), device=tgt.device)
-        for si, pred in enumerate(preds):
-            labels = tgt[tgt[:, 0] == si, 1:6]
+        for si, item in enumerate(preds):
+            pred, extra = self._unpack(item)
+            sel = tgt[:, 0] == si
+            labels = tgt[sel, 1:6]
             nl, npr = labels.shape[0], pred.shape[0]
             shape0, ratio_pad = shapes[si][0], shapes[si][1]
             self.seen += 1
-            correct = torch.zeros(npr, len(iouv), dtype=torch.bool, device=img.device)
+            correct = (torch.zeros(npr, len(iouv), dtype=torch.bool, device=img.device),) * self.n_correct
             if npr == 0:
                 if nl:
-                    self.stats.append((correct, pred[:, 4], pred[:, 5], labels[:, 0]))
+                    self.stats.append((*correct, pred[:, 4], pred[:, 5], labels[:, 0]))
                     if self.plots:
                         self.confusion.process_batch(None, labels[:, 0])
                 continue
@@ -63,14 +65,25 @@ class DetMetric(Metric):
                 tbox = xywh2xyxy(labels[:, 1:5])
                 scale_boxes(img.shape[2:], tbox, shape0, ratio_pad)
                 labelsn = torch.cat((labels[:, 0:1], tbox), 1)
-                correct = match_predictions(predn, labelsn, iouv)
+                correct = self._match(predn, labelsn, iouv, extra, batch, si, sel)
                 if self.plots:
                     self.confusion.process_batch(predn, labelsn)
-            self.stats.append((correct, pred[:, 4], pred[:, 5], labels[:, 0]))
+            self.stats.append((*correct, pred[:, 4], pred[:, 5], labels[:, 0]))
             if self.save_txt:
                 self._save_txt(predn, shape0, Path(paths[si]))
             if self.json_out is not None:
                 self._append_json(predn, Path(paths[si]))
+
+    n_correct = 1  # how many hit tables (n, 10) lead each stats row: boxes here; masks and boxes in SegMetric
+
+    def _unpack(self, item: Any) -> tuple[torch.Tensor, Any]:
+        """One image's post-processed output -> (detections (n, 6+), anything else _match needs)."""
+        return item, None
+
+    def _match(self, predn: torch.Tensor, labelsn: torch.Tensor, iouv: torch.Tensor, extra: Any, batch: dict,
+               si: int, sel: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Hit tables of one image's predictions against its labels, both in original-image pixels."""
+        return (match_predictions(predn, labelsn, iouv),)
 
     def _save_txt(self, predn: torch.Tensor, shape0: tuple, path: Path) -> None:
         gn = torch.tensor(shape0, device=predn.device, dtype=predn.dtype)[[1, 0, 1, 0]]

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from utils.boxes import scale_boxes, xywh2xyxy
 from utils.masks import gt_instance_masks, mask_iou
 from utils.metrics import ap_per_class, match_predictions
-from utils.tasks.detect_metric import IOUV, DetMetric
+from utils.tasks.detect_metric import DetMetric
 
 BOX = ("metrics/precision(B)", "metrics/recall(B)", "metrics/mAP_0.5(B)", "metrics/mAP_0.5:0.95(B)")
 MASK = ("metrics/precision(M)", "metrics/recall(M)", "metrics/mAP_0.5(M)", "metrics/mAP_0.5:0.95(M)")
@@ -36,46 +33,19 @@ class SegMetric(DetMetric):
         super().__init__(*args, **kwargs)
         self.overlap = overlap
 
-    def update(self, preds: list[tuple[torch.Tensor, torch.Tensor]], batch: dict) -> None:
-        """Score each image's (detections (n, 6) xyxy/conf/cls, masks (n, h, w)) against its labels and masks."""
-        img, targets, shapes, paths = batch["img"], batch["targets"], batch["shapes"], batch["paths"]
+    n_correct = 2  # mask hits, then box hits: upstream's order in its stats rows
+
+    def _unpack(self, item: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(detections (n, 6) xyxy/conf/cls, masks (n, h, w)) of one image."""
+        return item
+
+    def _match(self, predn: torch.Tensor, labelsn: torch.Tensor, iouv: torch.Tensor, extra: torch.Tensor,
+               batch: dict, si: int, sel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mask hits, box hits): masks matched by mask IoU against the image's ground-truth instance masks."""
         masks, overlap = batch["masks"], batch.get("overlap", self.overlap)
-        h, w = img.shape[2:]
-        iouv = IOUV.to(img.device)
-        tgt = targets.clone()
-        tgt[:, 2:6] *= torch.tensor((w, h, w, h), device=tgt.device)
-        for si, (pred, pmasks) in enumerate(preds):
-            sel = tgt[:, 0] == si
-            labels = tgt[sel, 1:6]
-            nl, npr = labels.shape[0], pred.shape[0]
-            shape0, ratio_pad = shapes[si][0], shapes[si][1]
-            self.seen += 1
-            correct_b = torch.zeros(npr, len(iouv), dtype=torch.bool, device=img.device)
-            correct_m = correct_b.clone()
-            if npr == 0:
-                if nl:
-                    self.stats.append((correct_m, correct_b, pred[:, 4], pred[:, 5], labels[:, 0]))
-                    if self.plots:
-                        self.confusion.process_batch(None, labels[:, 0])
-                continue
-            if self.single_cls:
-                pred[:, 5] = 0
-            predn = pred.clone()
-            scale_boxes(img.shape[2:], predn[:, :4], shape0, ratio_pad)
-            if nl:
-                tbox = xywh2xyxy(labels[:, 1:5])
-                scale_boxes(img.shape[2:], tbox, shape0, ratio_pad)
-                labelsn = torch.cat((labels[:, 0:1], tbox), 1)
-                correct_b = match_predictions(predn, labelsn, iouv)
-                gt = gt_instance_masks(masks[[si]] if overlap else masks[sel.to(masks.device)], nl, overlap)
-                correct_m = match_predictions(predn, labelsn, iouv, iou=mask_ious(gt, pmasks))
-                if self.plots:
-                    self.confusion.process_batch(predn, labelsn)
-            self.stats.append((correct_m, correct_b, pred[:, 4], pred[:, 5], labels[:, 0]))
-            if self.save_txt:
-                self._save_txt(predn, shape0, Path(paths[si]))
-            if self.json_out is not None:
-                self._append_json(predn, Path(paths[si]))
+        gt = gt_instance_masks(masks[[si]] if overlap else masks[sel.to(masks.device)], len(labelsn), overlap)
+        hits_mask = match_predictions(predn, labelsn, iouv, iou=mask_ious(gt, extra))
+        return hits_mask, match_predictions(predn, labelsn, iouv)
 
     def compute(self) -> dict[str, float]:
         """Box P, R, mAP50, mAP50-95, then the same for masks (all zeros when no mask matched)."""
