@@ -16,23 +16,25 @@ from utils.tasks.segment import NM
 class SegmentPredictor(Predictor):
     """NMS with mask coefficients; each image's masks are assembled when its detections are handled."""
 
-    def postprocess(self, out) -> list[torch.Tensor]:
-        """Per image (n, 6 + 32) detections; the prototypes wait in a queue for `handle`, image by image."""
+    def postprocess(self, out) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per image: (n, 6 + 32) detections and that image's prototypes."""
         from utils.nms import non_max_suppression
 
         pred, proto = out[0], out[1]
         dets = non_max_suppression(pred, self.opt.conf_thres, self.opt.iou_thres, self.opt.classes,
                                    self.opt.agnostic_nms, max_det=self.opt.max_det, nm=NM)
-        # Predictor.run hands handle() one image's detections at a time, in this order.
-        self._protos = list(proto)
-        return dets
+        return list(zip(dets, proto))
 
-    def handle(self, det: torch.Tensor, im: torch.Tensor, im0: np.ndarray, save_dir: Path, stem: str,
-               p: Path) -> np.ndarray:
+    def describe(self, item: tuple[torch.Tensor, torch.Tensor]) -> str:
+        """Counts per class, as detection."""
+        return super().describe(item[0])
+
+    def handle(self, item: tuple[torch.Tensor, torch.Tensor], im: torch.Tensor, im0: np.ndarray, save_dir: Path,
+               stem: str, p: Path) -> np.ndarray:
         """Masks in the original image (retina: assembled there; else at input size, then un-letterboxed)."""
         from utils.plots import Annotator, colors
 
-        proto = self._protos.pop(0)
+        det, proto = item
         if not len(det):
             return super().handle(det, im, im0, save_dir, stem, p)
         if self.opt.retina_masks:
