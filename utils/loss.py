@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from utils.boxes import bbox_iou
+from utils.dist import world_size
 
 # Cell offsets in the order upstream stacks them: own cell, left, up, right, down. The order matters because it
 # decides which candidate writes last when several land on the same objectness cell.
@@ -225,4 +226,5 @@ class DetectionLoss:
         lcls = sum(t[2] for t in terms) * self.hyp["cls"]
         bs = preds[0].shape[0]
         items = torch.stack((lbox, lobj, lcls)).float()
-        return (items.sum() * bs).reshape(1), items.detach()
+        # YOLOv5 losses are sums over the global batch; DDP averages gradients over ranks, hence x world size
+        return (items.sum() * bs * world_size()).reshape(1), items.detach()

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from utils.boxes import xywh2xyxy
+from utils.dist import world_size
 from utils.loss import DetectionLoss
 from utils.masks import crop_mask as box_crop
 
@@ -71,4 +72,4 @@ class SegmentationLoss(DetectionLoss):
         lcls = sum(t[2] for t in terms) * self.hyp["cls"]
         lseg = lseg * self.hyp["box"] / bs
         items = torch.stack((lbox, lseg, lobj, lcls)).float()
-        return (items.sum() * bs).reshape(1), items.detach()
+        return (items.sum() * bs * world_size()).reshape(1), items.detach()  # a global-batch sum, as detection

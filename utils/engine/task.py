@@ -82,7 +82,11 @@ class Task:
 
     # --- loss and predictions --------------------------------------------------------------------
     def criterion(self, model: nn.Module, hyp: dict) -> Any:
-        """A callable (train_outputs, batch) -> (loss to backprop (1,), detached loss items (k,))."""
+        """A callable (train_outputs, batch) -> (loss to backprop (1,), detached loss items (k,)).
+
+        Under DDP each rank's gradients are averaged, so the loss is what one rank contributes to that average
+        (detection's global-batch sums are multiplied by the world size in the loss itself).
+        """
         raise NotImplementedError
 
     def split_eval_output(self, out: Any) -> tuple[Any, Any]:

@@ -382,8 +382,6 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             preds = self._forward(batch["img"])
             loss, items = self.criterion(preds, batch)
-        if self.world > 1:
-            loss = loss * self.world  # DDP averages gradients over ranks; YOLOv5 losses are sums
         if cfg.quad:
             loss = loss * 4.0
         step_now = ni - self.last_opt_step >= self.accumulate

@@ -15,7 +15,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from utils import dist
 from utils.engine.task import Task
 from utils.tasks.classify_metric import ClsMetric
 
@@ -81,13 +80,11 @@ class ClassificationTask(Task):
 
     def criterion(self, model: nn.Module, hyp: dict):
         ce = nn.CrossEntropyLoss(label_smoothing=float(hyp.get("label_smoothing", 0.0)))
-        world = dist.world_size()
 
         def loss(logits: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+            # a mean, as upstream's: DDP's gradient average over ranks makes it the mean over the global batch
             value = ce(logits.float(), batch["cls"])
-            # The engine multiplies by the world size because detection losses are sums over the batch; this one is
-            # a mean, as upstream's, so it is divided back: DDP then averages to the mean over the global batch.
-            return value / world, value.detach()[None]
+            return value, value.detach()[None]
 
         return loss
 
