@@ -128,22 +128,13 @@ def test_upstream_checkpoints_score_as_upstream_val(weights, data, imgsz, want, 
 @pytest.mark.slow
 def test_classify_torchrun_two_cpu_processes(tiny_cls, tmp_path):
     """classify/train.py under torchrun (2 gloo processes): one run folder, best.pt, a loss like one process's."""
-    import subprocess
-    import sys
-
-    from test_ddp import epoch_losses, free_port
+    from test_ddp import epoch_losses, run_single_and_two_ranks
 
     from utils.paths import ROOT
 
     args = [str(ROOT / "classify/train.py"), "--data", str(tiny_cls), "--img", "64", "--batch-size", "8",
             "--epochs", "1", "--workers", "0", "--noplots", "--device", "cpu"]
-    kw = {"capture_output": True, "text": True, "timeout": 600, "cwd": str(ROOT)}
-    single = subprocess.run([sys.executable, *args, "--project", str(tmp_path / "single")], **kw)
-    assert single.returncode == 0, single.stdout[-2000:] + single.stderr[-2000:]
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
-                          "127.0.0.1", "--master_port", str(free_port()), *args, "--project", str(tmp_path / "ddp")],
-                         **kw)
-    assert ddp.returncode == 0, ddp.stdout[-3000:] + ddp.stderr[-3000:]
+    run_single_and_two_ranks(args, tmp_path)
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["exp"]
     assert (tmp_path / "ddp/exp/weights/best.pt").exists()
     # random crops differ between the runs, so only the scale is compared: a mean CE near ln(4) in both

@@ -24,6 +24,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def run_single_and_two_ranks(args: list[str], tmp_path: Path) -> None:
+    """The same training command in one process (project single/) and under torchrun with 2 ranks (ddp/)."""
+    env_kw = {"capture_output": True, "text": True, "timeout": 600, "cwd": str(ROOT)}
+    single = subprocess.run([sys.executable, *args, "--project", str(tmp_path / "single")], **env_kw)
+    assert single.returncode == 0, single.stdout[-2000:] + single.stderr[-2000:]
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_addr", "127.0.0.1", "--master_port", str(free_port()), *args,
+                          "--project", str(tmp_path / "ddp")], **env_kw)
+    assert ddp.returncode == 0, ddp.stdout[-3000:] + ddp.stderr[-3000:]
+
+
 def epoch_losses(run: Path) -> list[float]:
     with open(run / "results.csv") as f:
         row = next(csv.DictReader(f))
@@ -38,13 +49,7 @@ def test_torchrun_two_cpu_processes_train_like_one_process(tmp_path):
     args = [str(ROOT / "train.py"), "--data", str(data), "--hyp", str(hyp), "--cfg", "yolov5n.yaml", "--img", "64",
             "--batch-size", "8", "--epochs", "1", "--workers", "0", "--rect", "--noplots", "--noautoanchor",
             "--device", "cpu"]
-    env_kw = {"capture_output": True, "text": True, "timeout": 600, "cwd": str(ROOT)}
-    single = subprocess.run([sys.executable, *args, "--project", str(tmp_path / "single")], **env_kw)
-    assert single.returncode == 0, single.stdout[-2000:] + single.stderr[-2000:]
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_addr", "127.0.0.1", "--master_port", str(free_port()), *args,
-                          "--project", str(tmp_path / "ddp")], **env_kw)
-    assert ddp.returncode == 0, ddp.stdout[-3000:] + ddp.stderr[-3000:]
+    run_single_and_two_ranks(args, tmp_path)
     runs = sorted(p.name for p in (tmp_path / "ddp").iterdir())
     assert runs == ["exp"], runs  # rank 0 alone creates the run folder and writes into it
     assert (tmp_path / "ddp/exp/weights/best.pt").exists()
@@ -99,13 +104,7 @@ def test_torchrun_two_cpu_processes_train_segmentation_like_one_process(tmp_path
     args = [str(ROOT / "segment" / "train.py"), "--data", str(data), "--hyp", str(hyp), "--cfg", "yolov5n-seg.yaml",
             "--img", "64", "--batch-size", "8", "--epochs", "1", "--workers", "0", "--rect", "--noplots",
             "--noautoanchor", "--device", "cpu"]
-    env_kw = {"capture_output": True, "text": True, "timeout": 600, "cwd": str(ROOT)}
-    single = subprocess.run([sys.executable, *args, "--project", str(tmp_path / "single")], **env_kw)
-    assert single.returncode == 0, single.stdout[-2000:] + single.stderr[-2000:]
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_addr", "127.0.0.1", "--master_port", str(free_port()), *args,
-                          "--project", str(tmp_path / "ddp")], **env_kw)
-    assert ddp.returncode == 0, ddp.stdout[-3000:] + ddp.stderr[-3000:]
+    run_single_and_two_ranks(args, tmp_path)
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["exp"]
     assert (tmp_path / "ddp/exp/weights/best.pt").exists()
     assert "train/seg_loss" in (tmp_path / "ddp/exp/results.csv").read_text()
