@@ -279,8 +279,8 @@ def _fit(data: str, project: Path, **kw) -> dict:
     from utils.engine.trainer import Trainer
     from utils.tasks.detect import DetectionTask
 
-    cfg = TrainConfig(data=data, project=str(project), cfg="yolov5n.yaml", imgsz=64, batch_size=8, workers=0,
-                      noplots=True, noautoanchor=True, device="0", **kw)
+    opts = dict(cfg="yolov5n.yaml", imgsz=64, batch_size=8, workers=0, noplots=True, noautoanchor=True, device="0")
+    cfg = TrainConfig(data=data, project=str(project), **{**opts, **kw})  # a test may override any default
     return Trainer(cfg, DetectionTask()).fit()
 
 

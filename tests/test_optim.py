@@ -105,3 +105,29 @@ def test_clip_gradients():
 def test_plain_loop_optimizer_for_baselines():
     opt = smart_optimizer(_Net(), "SGD", lr=0.01, momentum=0.937, decay=5e-4, fast=False)
     assert all(g["foreach"] is False and not g.get("fused") for g in opt.param_groups)
+
+
+def test_sgd_step_after_a_skipped_first_step_is_a_first_step(monkeypatch):
+    """Fused SGD + GradScaler: a first step skipped on inf gradients must not leave garbage momentum (GPU: NaN weights)."""
+    import utils.optim as optim
+
+    monkeypatch.setattr(optim, "_fast_kwargs", lambda *a, **k: {"fused": True})  # the CUDA path, on the CPU kernel
+    model, ref = nn.Linear(3, 2), nn.Linear(3, 2)
+    ref.load_state_dict(model.state_dict())
+    opt = smart_optimizer(model, "SGD", 0.1, 0.9, 0.0)
+    plain = smart_optimizer(ref, "SGD", 0.1, 0.9, 0.0, fast=False)
+    scaler = torch.amp.GradScaler("cpu", init_scale=4.0)
+    x = torch.ones(1, 3)
+    with monkeypatch.context() as m:  # uninitialised memory made visible: what a reused CUDA block holds
+        m.setattr(torch, "empty_like", lambda t, *a, **k: torch.full_like(t, float("nan")))
+        for overflow in (True, False):
+            opt.zero_grad()
+            scaler.scale(model(x).sum() * (float("inf") if overflow else 1.0)).backward()
+            scaler.unscale_(opt)
+            scaler.step(opt)
+            scaler.update()
+    ref(x).sum().backward()
+    plain.step()
+    for a, b in zip(model.parameters(), ref.parameters()):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b)

@@ -67,6 +67,13 @@ def smart_optimizer(model: nn.Module, name: str = "SGD", lr: float = 0.001, mome
     optimizer = cls(g_bias, **kw)
     optimizer.add_param_group({"params": g_weight, "weight_decay": decay})
     optimizer.add_param_group({"params": g_norm, "weight_decay": 0.0})
+    if key == "sgd" and momentum > 0:
+        # PyTorch's fused SGD creates its momentum buffers with empty_like on the first step and fills them only if
+        # the step runs; when GradScaler skips that step (an fp16 overflow, usual while the scale calibrates) the
+        # next step reads uninitialised memory: NaN weights on a GPU. Zero buffers give the same first update
+        # (buffer = gradient) on the fused, foreach and plain paths.
+        for p in all_params:
+            optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p)
     LOGGER.info(f"{colorstr('optimizer:')} {cls.__name__}(lr={lr}) with parameter groups "
                 f"{len(g_norm)} weight(decay=0.0), {len(g_weight)} weight(decay={decay}), {len(g_bias)} bias")
     return optimizer
