@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from utils.engine.cli import opt_with, run_main, train  # noqa: E402
 from utils.engine.config import TrainConfig, add_arguments, from_namespace  # noqa: E402
-from utils.tasks.detect import DetectionTask  # noqa: E402
+from utils.tasks.detect.task import DetectionTask  # noqa: E402
 
 # The no-argument run must train a useful detector offline on a 2-core machine in minutes, so the defaults differ
 # from upstream's (yolov5s.pt at 640 for 100 epochs); every flag keeps its upstream name and meaning.

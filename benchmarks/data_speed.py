@@ -37,10 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import utils.data.augment as augment  # noqa: E402
-import utils.data.dataset as dataset_mod  # noqa: E402
-from utils.data.dataset import YoloDataset, create_dataloader  # noqa: E402
+import utils.tasks.detect.dataset as dataset_mod  # noqa: E402
 from utils.data.dataset_config import check_dataset  # noqa: E402
 from utils.log import quiet  # noqa: E402
+from utils.tasks.detect.dataset import YoloDataset, create_dataloader  # noqa: E402
 
 COCO128 = ROOT.parent / "shared" / "datasets" / "coco128" / "coco128.yaml"
 STAGES = ("decode", "resize", "mosaic", "warp", "labels", "hsv", "flips", "to-tensor", "other")

@@ -36,8 +36,8 @@ from models.yolo import build_model  # noqa: E402
 from utils.device import autocast_dtype, select_device  # noqa: E402
 from utils.ema import ModelEMA  # noqa: E402
 from utils.log import quiet  # noqa: E402
-from utils.loss import DetectionLoss  # noqa: E402
 from utils.optim import clip_gradients, smart_optimizer  # noqa: E402
+from utils.tasks.detect.loss import DetectionLoss  # noqa: E402
 
 GIB = 2 ** 30
 

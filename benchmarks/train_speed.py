@@ -35,12 +35,12 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.memory import make_criterion  # noqa: E402
 from models.info import count_gflops  # noqa: E402
 from models.yolo import build_model  # noqa: E402
-from utils.data.dataset import create_dataloader  # noqa: E402
 from utils.data.dataset_config import check_dataset  # noqa: E402
 from utils.device import autocast_dtype, select_device, time_sync  # noqa: E402
 from utils.ema import ModelEMA  # noqa: E402
 from utils.log import quiet  # noqa: E402
 from utils.optim import clip_gradients, smart_optimizer  # noqa: E402
+from utils.tasks.detect.dataset import create_dataloader  # noqa: E402
 
 STAGES = ("data", "forward", "loss", "backward", "optimizer", "ema")
 WARMUP_STEPS = 2

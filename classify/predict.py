@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.engine.cli import opt_with, run_main  # noqa: E402
 from utils.paths import ROOT  # noqa: E402
-from utils.tasks.classify_predictor import ClassifyPredictor  # noqa: E402
+from utils.tasks.classify.predictor import ClassifyPredictor  # noqa: E402
 
 # Switches the shared Predictor reads that classification has no flag for.
 FIXED = {"conf_thres": 0.25, "iou_thres": 0.45, "max_det": 1000, "classes": None, "agnostic_nms": False,

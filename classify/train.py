@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils.engine.cli import opt_with, run_main, train  # noqa: E402
 from utils.engine.config import add_arguments, from_namespace  # noqa: E402
 from utils.paths import ROOT  # noqa: E402
-from utils.tasks.classify import ClassificationTask  # noqa: E402
-from utils.tasks.classify_config import ClassifyConfig, resolve  # noqa: E402
+from utils.tasks.classify.config import ClassifyConfig, resolve  # noqa: E402
+from utils.tasks.classify.task import ClassificationTask  # noqa: E402
 
 # Upstream trains yolov5s-cls.pt on imagenette160 (a download); the no-argument run here must work offline on a 2-core
 # CPU, so it trains a yolov5n backbone from scratch for 20 epochs on the generated shapes-cls set at 64 px (10 epochs

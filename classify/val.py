@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils.engine.cli import opt_with, run_main  # noqa: E402
 from utils.engine.validate import validate  # noqa: E402
 from utils.paths import ROOT  # noqa: E402
-from utils.tasks.classify import ClassificationTask  # noqa: E402
+from utils.tasks.classify.task import ClassificationTask  # noqa: E402
 
 # The shared validate() also reads detection switches; none of them apply to a classifier.
 DETECTION_ONLY = {"conf_thres": 0.001, "iou_thres": 0.6, "max_det": 300, "task": "val", "single_cls": False,

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils.engine.cli import opt_with, run_main  # noqa: E402
 from utils.engine.predictor import add_predict_arguments  # noqa: E402
 from utils.paths import ROOT  # noqa: E402
-from utils.tasks.segment_predict import SegmentPredictor  # noqa: E402
+from utils.tasks.segment.predictor import SegmentPredictor  # noqa: E402
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:

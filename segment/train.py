@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils.engine.cli import opt_with, run_main, train  # noqa: E402
 from utils.engine.config import TrainConfig, add_arguments, from_namespace  # noqa: E402
 from utils.paths import ROOT  # noqa: E402
-from utils.tasks.segment import SegmentationTask  # noqa: E402
+from utils.tasks.segment.task import SegmentationTask  # noqa: E402
 
 # Offline defaults for a 2-core machine, as train.py's (upstream: yolov5s-seg.pt on coco128-seg at 640, 100 epochs);
 # every flag keeps its upstream name and meaning.

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils.engine.cli import opt_with, run_main  # noqa: E402
 from utils.engine.validate import add_val_arguments, validate  # noqa: E402
 from utils.paths import ROOT  # noqa: E402
-from utils.tasks.segment import SegmentationTask  # noqa: E402
+from utils.tasks.segment.task import SegmentationTask  # noqa: E402
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:

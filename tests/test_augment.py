@@ -23,7 +23,7 @@ from utils.data.augment import (
     mosaic_tile,
     random_perspective,
 )
-from utils.data.dataset import YoloDataset
+from utils.tasks.detect.dataset import YoloDataset
 
 GREY = np.array([114, 114, 114], np.float32)
 COLOURS = [(0, 0, 255), (0, 255, 0), (255, 0, 0), (0, 255, 255), (255, 0, 255)]  # BGR, index = class

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from utils.autoanchor import check_anchor_order, check_anchors, kmean_anchors
+from utils.tasks.detect.autoanchor import check_anchor_order, check_anchors, kmean_anchors
 
 ANCHORS_PX = torch.tensor([[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119], [116, 90, 156, 198, 373, 326]],
                           dtype=torch.float32).view(3, 3, 2)

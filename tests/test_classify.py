@@ -10,11 +10,11 @@ import pytest
 import torch
 from conftest import DATASETS, FIXTURES, need
 
-from utils.data.dataset_classify import ClassifyDataset, check_classify_data
-from utils.data.synthetic_cls import generate_shapes_cls
-from utils.data.transforms_classify import IMAGENET_MEAN, IMAGENET_STD, center_crop, normalize, train_transform
-from utils.tasks.classify import ClassificationTask
-from utils.tasks.classify_metric import ClsMetric
+from utils.tasks.classify.dataset import ClassifyDataset, check_classify_data
+from utils.tasks.classify.metric import ClsMetric
+from utils.tasks.classify.synthetic import generate_shapes_cls
+from utils.tasks.classify.task import ClassificationTask
+from utils.tasks.classify.transforms import IMAGENET_MEAN, IMAGENET_STD, center_crop, normalize, train_transform
 
 
 @pytest.fixture(scope="module")

@@ -139,7 +139,7 @@ def test_trial_step_runs_forward_and_backward_on_cpu():
 @cuda
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_amp_step_is_finite_and_updates_weights(dtype):
-    from utils.loss import DetectionLoss
+    from utils.tasks.detect.loss import DetectionLoss
 
     if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
         pytest.skip("no bf16 on this GPU")
@@ -277,7 +277,7 @@ def test_autobatch_on_cuda_falls_back_on_absurd_or_failed_trials(log, monkeypatc
 def _fit(data: str, project: Path, **kw) -> dict:
     from utils.engine.config import TrainConfig
     from utils.engine.trainer import Trainer
-    from utils.tasks.detect import DetectionTask
+    from utils.tasks.detect.task import DetectionTask
 
     opts = dict(cfg="yolov5n.yaml", imgsz=64, batch_size=8, workers=0, noplots=True, noautoanchor=True, device="0")
     cfg = TrainConfig(data=data, project=str(project), **{**opts, **kw})  # a test may override any default
@@ -321,10 +321,10 @@ def test_autobatch_through_the_trainer(tiny_data, tmp_path, log):
 
 @cuda
 def test_half_validation_leaves_the_callers_fp32_weights_untouched(tiny_data):
-    from utils.data.dataset import create_dataloader
     from utils.data.dataset_config import check_dataset
     from utils.engine.evaluator import Evaluator
-    from utils.tasks.detect import DetectionTask
+    from utils.tasks.detect.dataset import create_dataloader
+    from utils.tasks.detect.task import DetectionTask
 
     data = check_dataset(tiny_data)
     loader, _ = create_dataloader(data["val"], 64, 8, 32, workers=0)

@@ -11,13 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from utils.data.dataset import (
-    YoloDataset,
-    create_dataloader,
-    find_images,
-    hwc_bgr_to_chw_rgb,
-    stack_for_transfer,
-)
+from utils.data.loader import find_images, hwc_bgr_to_chw_rgb, stack_for_transfer
+from utils.tasks.detect.dataset import YoloDataset, create_dataloader
 
 HYP = dict(hsv_h=0.015, hsv_s=0.7, hsv_v=0.4, degrees=0.0, translate=0.1, scale=0.5, shear=0.0, perspective=0.0,
            flipud=0.0, fliplr=0.5, mosaic=1.0, mixup=0.0, copy_paste=0.0)
@@ -142,7 +137,7 @@ def test_ram_cache_and_insufficient_memory(tmp_path, log, monkeypatch):
     ds = YoloDataset(im_dir, img_size=64, batch_size=2, cache_images="ram")
     assert ds.cache_mode == "ram" and all(im is not None for im in ds.ims)
     assert max(ds.ims[0].shape[:2]) == 64
-    monkeypatch.setattr("utils.data.dataset.available_memory", lambda: 1000)
+    monkeypatch.setattr("utils.tasks.detect.dataset.available_memory", lambda: 1000)
     ds = YoloDataset(im_dir, img_size=64, batch_size=2, cache_images="ram")
     assert ds.cache_mode is None and all(im is None for im in ds.ims)
     assert any("not caching images in RAM" in r.getMessage() for r in log.records)

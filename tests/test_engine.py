@@ -14,7 +14,7 @@ import torch
 from utils.engine.config import TrainConfig, add_arguments, from_namespace
 from utils.engine.results import ResultsLog
 from utils.engine.trainer import EarlyStopping, NonFiniteLoss, Trainer
-from utils.tasks.detect import DetectionTask
+from utils.tasks.detect.task import DetectionTask
 
 TINY = {"cfg": "yolov5n.yaml", "imgsz": 64, "batch_size": 8, "workers": 0, "noplots": True, "noautoanchor": True}
 

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from utils.data.dataset import YoloDataset
 from utils.data.labels import img2label_paths, labels_dir_for, scan_labels, verify_image_label
+from utils.tasks.detect.dataset import YoloDataset
 
 GOOD = "0 0.5 0.5 0.25 0.25\n"
 

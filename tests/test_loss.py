@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import FIXTURES, need
 
 from utils.boxes import bbox_iou
-from utils.loss import DetectionLoss
+from utils.tasks.detect.loss import DetectionLoss
 
 HYP = {"box": 0.05, "obj": 1.0, "cls": 0.5, "cls_pw": 1.0, "obj_pw": 1.0, "anchor_t": 4.0, "fl_gamma": 0.0}
 ANCHORS_PX = torch.tensor([[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119], [116, 90, 156, 198, 373, 326]],
@@ -180,7 +180,7 @@ def _seg_case():
 
 
 def test_segmentation_loss_parity_with_upstream_fixture():
-    from utils.loss_segment import SegmentationLoss
+    from utils.tasks.segment.loss import SegmentationLoss
 
     d, head = _seg_case()
     loss, items = SegmentationLoss(head, d["hyp"])(d["train_out"], d["targets"], d["masks"])
@@ -190,7 +190,7 @@ def test_segmentation_loss_parity_with_upstream_fixture():
 
 
 def test_segmentation_loss_non_overlap_masks_and_resize_agree():
-    from utils.loss_segment import SegmentationLoss, rank_in_image
+    from utils.tasks.segment.loss import SegmentationLoss, rank_in_image
 
     d, head = _seg_case()
     t = d["targets"]

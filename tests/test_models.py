@@ -78,6 +78,13 @@ def _max_diff(a, b) -> float:
     return max((x - y).abs().max().item() for x, y in zip(a, b))
 
 
+def _max_rel_diff(a, b) -> float:
+    """Largest |a - b| / (1 + |b|): fp32 convolutions differ in the last bits between CPU kernels (AVX2/AVX-512)."""
+    a, b = _flat(a), _flat(b)
+    assert len(a) == len(b) and all(x.shape == y.shape for x, y in zip(a, b))
+    return max(((x - y).abs() / (1 + y.abs())).max().item() for x, y in zip(a, b))
+
+
 @pytest.mark.parametrize("name", list(COUNTS))
 def test_yaml_layer_stack_parameter_counts(name, quiet):
     # The layer stack alone, allocated on the meta device: exact counts for every size without the cost of x/x6.
@@ -271,7 +278,7 @@ def test_fixture_parity(name, quiet):
         if "proto" in d:
             assert (out[1] - d["proto"]).abs().max().item() < 1e-4
         model.train()
-        assert _max_diff(model(d["input"]), d["train_out"]) < 1e-4
+        assert _max_rel_diff(model(d["input"]), d["train_out"]) < 1e-4  # batch-statistics BN: less exact
 
 
 def test_fixture_parity_classifier(quiet):

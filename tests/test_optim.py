@@ -108,7 +108,7 @@ def test_plain_loop_optimizer_for_baselines():
 
 
 def test_sgd_step_after_a_skipped_first_step_is_a_first_step(monkeypatch):
-    """Fused SGD + GradScaler: a first step skipped on inf gradients must not leave garbage momentum (GPU: NaN weights)."""
+    """Fused SGD + GradScaler: a first step skipped on inf gradients leaves no garbage momentum (GPU: NaN weights)."""
     import utils.optim as optim
 
     monkeypatch.setattr(optim, "_fast_kwargs", lambda *a, **k: {"fused": True})  # the CUDA path, on the CPU kernel

@@ -40,7 +40,7 @@ def square(x1: float, y1: float, x2: float, y2: float) -> np.ndarray:
 
 
 def test_masks_from_polygons_overlap_and_per_object():
-    from utils.masks import polygons2masks, polygons2masks_overlap
+    from utils.tasks.segment.masks import polygons2masks, polygons2masks_overlap
 
     small, big = square(8, 8, 16, 16), square(0, 0, 32, 32)  # the small one lies on the big one
     masks = polygons2masks((32, 32), [small, big])
@@ -54,7 +54,7 @@ def test_masks_from_polygons_overlap_and_per_object():
 
 
 def test_process_mask_crops_to_boxes_and_upsamples():
-    from utils.masks import crop_mask, mask_iou, process_mask
+    from utils.tasks.segment.masks import crop_mask, mask_iou, process_mask
 
     protos = torch.ones(32, 16, 16)
     coefs = torch.zeros(2, 32)
@@ -72,8 +72,8 @@ def test_process_mask_crops_to_boxes_and_upsamples():
 
 
 def test_metric_scores_a_perfect_prediction_as_upstream_does():
-    from utils.masks import polygons2masks_overlap
-    from utils.tasks.segment import SegmentationTask
+    from utils.tasks.segment.masks import polygons2masks_overlap
+    from utils.tasks.segment.task import SegmentationTask
 
     polys = [square(4, 4, 28, 28), square(36, 30, 60, 60)]
     index, order = polygons2masks_overlap((64, 64), polys)
@@ -101,7 +101,7 @@ def test_metric_scores_a_perfect_prediction_as_upstream_does():
 
 def test_dataset_masks_follow_labels_through_augmentation(seg_data):
     from utils.data.dataset_config import check_dataset
-    from utils.data.dataset_segment import SegmentDataset
+    from utils.tasks.segment.dataset import SegmentDataset
 
     data = check_dataset(str(seg_data))
     for overlap in (True, False):

@@ -40,7 +40,7 @@ def test_val_reproduces_upstream_on_coco128_checkpoint(tmp_path):
 def test_fine_tuning_the_shapes_checkpoint_keeps_its_accuracy(tmp_path):
     from utils.engine.config import TrainConfig
     from utils.engine.trainer import Trainer
-    from utils.tasks.detect import DetectionTask
+    from utils.tasks.detect.task import DetectionTask
 
     cfg = TrainConfig(weights=str(need(FIXTURES / "shapes_n320.pt")),
                       data=str(need(FIXTURES / "shapes_val/shapes_val.yaml")), imgsz=320, epochs=3, batch_size=16,

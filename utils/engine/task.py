@@ -2,7 +2,7 @@
 
 The Trainer and the Evaluator own the loops (AMP, accumulation, EMA, DDP, checkpoints, timing, logging) and never
 ask which task they run. A task answers the questions that differ: how to build its model, data and loss, how to
-turn raw outputs into predictions, and how to score them. Detection (utils/tasks/detect.py) is the base task;
+turn raw outputs into predictions, and how to score them. Detection (utils/tasks/detect/task.py) is the base task;
 instance segmentation, semantic segmentation and classification plug in beside it by overriding these methods.
 """
 

@@ -9,8 +9,8 @@ import torch
 
 from utils.boxes import scale_boxes
 from utils.engine.predictor import Predictor
-from utils.masks import masks2segments, process_mask, process_mask_native, unletterbox
-from utils.tasks.segment import NM
+from utils.tasks.segment.masks import masks2segments, process_mask, process_mask_native, unletterbox
+from utils.tasks.segment.task import NM
 
 
 class SegmentPredictor(Predictor):

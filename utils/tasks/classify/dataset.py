@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from utils.data.dataset import hwc_bgr_to_chw_rgb, seeded_loader, stack_for_transfer
 from utils.data.formats import is_image_file
 from utils.data.imageio import imread
-from utils.data.transforms_classify import center_crop, train_transform
+from utils.data.loader import hwc_bgr_to_chw_rgb, seeded_loader, stack_for_transfer
 from utils.log import LOGGER
+from utils.tasks.classify.transforms import center_crop, train_transform
 
 MAX_LOAD_RETRIES = 10
 
@@ -136,7 +136,7 @@ def check_classify_data(data: str | Path) -> dict:
     name = str(data)
     root = next((p for p in (Path(name), DATASETS_DIR / name) if p.is_dir()), None)
     if name in BUILTIN:
-        from utils.data import synthetic_cls
+        from utils.tasks.classify import synthetic as synthetic_cls
 
         root = DATASETS_DIR / name
         ours = not root.exists() or (root / synthetic_cls.MARKER).is_file()  # never replace a user's own folder

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from utils.boxes import xyxy2xywh
-from utils.masks import gt_instance_masks
 from utils.plots import colors, plot_images
+from utils.tasks.segment.masks import gt_instance_masks
 
 ALPHA = 0.5
 PLOT_CONF = 0.25  # plot_images hides lower-confidence boxes; their masks are hidden too

@@ -6,9 +6,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from utils.masks import gt_instance_masks, mask_iou
 from utils.metrics import ap_per_class, match_predictions
-from utils.tasks.detect_metric import DetMetric
+from utils.tasks.detect.metric import DetMetric
+from utils.tasks.segment.masks import gt_instance_masks, mask_iou
 
 BOX = ("metrics/precision(B)", "metrics/recall(B)", "metrics/mAP_0.5(B)", "metrics/mAP_0.5:0.95(B)")
 MASK = ("metrics/precision(M)", "metrics/recall(M)", "metrics/mAP_0.5(M)", "metrics/mAP_0.5:0.95(M)")

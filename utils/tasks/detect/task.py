@@ -11,7 +11,7 @@ from torch import nn
 
 from utils.engine.task import Task
 from utils.log import LOGGER
-from utils.tasks.detect_metric import DetMetric
+from utils.tasks.detect.metric import DetMetric
 
 
 class DetectionTask(Task):
@@ -47,7 +47,7 @@ class DetectionTask(Task):
 
     def build_dataloader(self, path: Any, cfg: Any, hyp: dict, batch_size: int, stride: int, mode: str,
                          rank: int = -1, nc: int | None = None):
-        from utils.data.dataset import create_dataloader
+        from utils.tasks.detect.dataset import create_dataloader
 
         train, speed = mode == "train", mode == "speed"  # 'speed' times square batches, as upstream
         return create_dataloader(
@@ -73,7 +73,7 @@ class DetectionTask(Task):
         return batch["n_instances"]
 
     def criterion(self, model: nn.Module, hyp: dict):
-        from utils.loss import DetectionLoss
+        from utils.tasks.detect.loss import DetectionLoss
 
         loss = DetectionLoss(model.model[-1], hyp)
         return lambda preds, batch: loss(preds, batch["targets"])
@@ -118,7 +118,7 @@ class DetectionTask(Task):
             except Exception as e:  # noqa: BLE001 - plots are a courtesy, never a reason to stop training
                 LOGGER.warning(f"WARNING ⚠️ label plots failed: {e}")
         if trainer.main and not cfg.noautoanchor:
-            from utils.autoanchor import check_anchors
+            from utils.tasks.detect.autoanchor import check_anchors
 
             check_anchors(ds, model=trainer.model, thr=trainer.hyp["anchor_t"], imgsz=trainer.imgsz)
         trainer.model.half().float()  # round anchors to fp16 precision, as they will be stored

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.data.transforms_classify import IMAGENET_MEAN, IMAGENET_STD, center_crop
 from utils.engine.predictor import Predictor
+from utils.tasks.classify.transforms import IMAGENET_MEAN, IMAGENET_STD, center_crop
 
 
 class ClassifyPredictor(Predictor):
@@ -22,7 +22,7 @@ class ClassifyPredictor(Predictor):
         super().__init__(opt)
         opt.data = data
         if data:
-            from utils.data.dataset_classify import check_classify_data
+            from utils.tasks.classify.dataset import check_classify_data
 
             self.names = check_classify_data(data)["names"]
 

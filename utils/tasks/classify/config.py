@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import yaml
 
 from utils.engine.config import TrainConfig, _f
-from utils.tasks.classify import CLASSIFY_HYP
+from utils.tasks.classify.task import CLASSIFY_HYP
 
 
 @dataclass
@@ -53,8 +53,8 @@ def resolve(cfg: ClassifyConfig) -> tuple[ClassifyConfig, dict | None]:
 
 def augmentation_hyp(cfg: ClassifyConfig) -> dict:
     """--hyp YAML (else the built-in dataset's recommended one) over CLASSIFY_HYP; lr0 and decay stay flags."""
-    from utils.data.dataset_classify import BUILTIN
     from utils.paths import find_file
+    from utils.tasks.classify.dataset import BUILTIN
 
     name = cfg.hyp or BUILTIN.get(str(cfg.data), {}).get("hyp", "")
     if not name:

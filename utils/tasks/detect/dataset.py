@@ -1,8 +1,7 @@
-"""The detection training/validation dataset (images + YOLO labels) and its DataLoader."""
+"""The detection dataset (images + YOLO box or polygon labels, augmented as YOLOv5 does) and its DataLoader."""
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import os
 import random
@@ -14,18 +13,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
-from torch.utils.data.distributed import DistributedSampler
 
 from utils.boxes import xyn2xy, xywhn2xyxy, xyxy2xywhn
 from utils.data.augment import aligned, augment_hsv, flip_lr, flip_ud, load_mosaic, mixup, random_perspective
-from utils.data.formats import is_image_file
 from utils.data.imageio import imread, letterbox
 from utils.data.labels import NUM_THREADS, img2label_paths, labels_dir_for, scan_labels
+from utils.data.loader import available_memory, find_images, hwc_bgr_to_chw_rgb, seeded_loader, stack_for_transfer
 from utils.log import LOGGER
 from utils.paths import DATASETS_DIR
 
-RANK = int(os.getenv("RANK", -1))
-PIN_MEMORY = str(os.getenv("PIN_MEMORY", True)).lower() == "true"
 MAX_LOAD_RETRIES = 10
 CACHE_KEYS = ("hash", "results", "msgs", "version")
 # Augmentation values used when a key is missing from the given hyp (scratch-low values).
@@ -39,29 +35,6 @@ class ImageLoadError(RuntimeError):
     def __init__(self, file: str, reason: str):
         super().__init__(reason)
         self.file = file
-
-
-def find_images(path, prefix: str = "") -> list[str]:
-    """Image files from a folder (recursive), a .txt list (relative entries resolve against its folder),
-    a single image, or a list of these; sorted. Raises a one-line error naming the path."""
-    files = []
-    for p in path if isinstance(path, (list, tuple)) else [path]:
-        p = Path(p)
-        if p.is_dir():
-            files += glob.glob(str(p / "**" / "*.*"), recursive=True)
-        elif p.is_file() and p.suffix.lower() == ".txt":
-            parent = str(p.parent) + os.sep
-            lines = p.read_text(encoding="utf-8", errors="replace").strip().splitlines()
-            files += [x.strip().replace("./", parent, 1) if x.strip().startswith("./") else x.strip()
-                      for x in lines if x.strip()]
-        elif p.is_file():
-            files.append(str(p))
-        else:
-            raise FileNotFoundError(f"{prefix}{p} does not exist")
-    im_files = sorted(os.path.normpath(x) for x in files if is_image_file(x))
-    if not im_files:
-        raise FileNotFoundError(f"{prefix}No images found in {path}")
-    return im_files
 
 
 def _cache_path(path) -> Path:
@@ -80,21 +53,6 @@ def _npy_dir(im_file: str) -> Path:
         return Path(head) / ".cache_npy"
     key = hashlib.md5((head if sep else os.path.dirname(im_file)).encode()).hexdigest()[:12]
     return DATASETS_DIR / ".cache_npy" / key
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available to new allocations (None when the OS does not say)."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 class YoloDataset(Dataset):
@@ -368,52 +326,6 @@ class YoloDataset(Dataset):
         for i, lb in enumerate(labels):
             lb[:, 0] = i
         return stack_for_transfer(ims), torch.cat(labels, 0), tuple(paths), tuple(shps)
-
-
-def hwc_bgr_to_chw_rgb(img: np.ndarray) -> torch.Tensor:
-    """HWC BGR uint8 image -> contiguous CHW RGB tensor (the layout and channel order the model takes)."""
-    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-        return torch.from_numpy(np.ascontiguousarray(img.transpose((2, 0, 1))[::-1]))
-    out = torch.empty((3, *img.shape[:2]), dtype=torch.uint8)
-    planes = out.numpy()
-    # cv2.split writes into the three planes (same size and type, so no reallocation): ~10x faster than numpy's
-    # strided transpose copy of an interleaved image
-    cv2.split(img, [planes[2], planes[1], planes[0]])
-    return out
-
-
-def stack_for_transfer(tensors) -> torch.Tensor:
-    """torch.stack; inside a DataLoader worker the batch goes straight into shared memory, as default_collate does,
-    so sending it to the main process costs no second copy."""
-    if torch.utils.data.get_worker_info() is None:
-        return torch.stack(tensors, 0)
-    t0 = tensors[0]
-    storage = torch.UntypedStorage._new_shared(len(tensors) * t0.numel() * t0.element_size(), device=t0.device)
-    out = torch.empty(0, dtype=t0.dtype, device=t0.device).set_(storage, 0, (len(tensors), *t0.shape))
-    return torch.stack(tensors, 0, out=out)
-
-
-def seed_worker(worker_id: int) -> None:
-    """Give each DataLoader worker its own reproducible python/numpy random state."""
-    # Workers already run in parallel (one sample each); OpenCV's own thread pool on top oversubscribes the cores.
-    cv2.setNumThreads(0)
-    worker_seed = torch.initial_seed() % 2**32
-    np.random.seed(worker_seed)
-    random.seed(worker_seed)
-
-
-def seeded_loader(dataset: Dataset, batch_size: int, workers: int, shuffle: bool, rank: int, seed: int,
-                  collate_fn, persistent: bool = True) -> DataLoader:
-    """YOLOv5's loader: workers capped by CPUs per GPU and batch, a seeded shuffle, a DistributedSampler under DDP."""
-    batch_size = min(batch_size, len(dataset))
-    nd = torch.cuda.device_count()
-    nw = min((os.cpu_count() or 1) // max(nd, 1), batch_size if batch_size > 1 else 0, workers)
-    sampler = None if rank == -1 else DistributedSampler(dataset, shuffle=shuffle)
-    generator = torch.Generator()
-    generator.manual_seed(6148914691236517205 + seed + RANK)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, num_workers=nw,
-                      sampler=sampler, pin_memory=PIN_MEMORY and torch.cuda.is_available(), collate_fn=collate_fn,
-                      worker_init_fn=seed_worker, generator=generator, persistent_workers=nw > 0 and persistent)
 
 
 def create_dataloader(path, imgsz: int, batch_size: int, stride: int, single_cls: bool = False, hyp: dict | None = None,

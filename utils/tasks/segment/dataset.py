@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from utils.data.dataset import YoloDataset, hwc_bgr_to_chw_rgb, stack_for_transfer
-from utils.masks import polygons2masks, polygons2masks_overlap
+from utils.data.loader import hwc_bgr_to_chw_rgb, stack_for_transfer
+from utils.tasks.detect.dataset import YoloDataset
+from utils.tasks.segment.masks import polygons2masks, polygons2masks_overlap
 
 
 class SegmentDataset(YoloDataset):

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from utils.log import LOGGER
-from utils.tasks.detect import DetectionTask
-from utils.tasks.segment_metric import SegMetric
+from utils.tasks.detect.task import DetectionTask
+from utils.tasks.segment.metric import SegMetric
 
 NM = 32  # mask coefficients per detection (the Segment head's nm)
 
@@ -45,7 +45,7 @@ class SegmentationTask(DetectionTask):
         return super().build_dataloader(path, cfg, hyp, batch_size, stride, mode, rank=rank, nc=nc)
 
     def dataset_options(self) -> dict:
-        from utils.data.dataset_segment import SegmentDataset
+        from utils.tasks.segment.dataset import SegmentDataset
 
         return {"dataset_cls": SegmentDataset,
                 "dataset_kw": {"overlap": self.overlap, "downsample_ratio": self.mask_ratio}}
@@ -59,7 +59,7 @@ class SegmentationTask(DetectionTask):
 
     # ------------------------------------------------------------------------------------------ loss and predictions
     def criterion(self, model: nn.Module, hyp: dict):
-        from utils.loss_segment import SegmentationLoss
+        from utils.tasks.segment.loss import SegmentationLoss
 
         loss = SegmentationLoss(model.model[-1], hyp, overlap=self.overlap)
         return lambda preds, batch: loss(preds, batch["targets"], batch["masks"])
@@ -71,7 +71,7 @@ class SegmentationTask(DetectionTask):
     def postprocess(self, preds: Any, batch: dict | None = None, shape: tuple[int, int] | None = None,
                     **kw: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """NMS with mask coefficients, then per image (detections (n, 6) xyxy/conf/cls, binary masks (n, h, w))."""
-        from utils.masks import process_mask
+        from utils.tasks.segment.masks import process_mask
 
         pred, proto = preds
         dets = super().postprocess(pred, batch=batch, nm=NM, **kw)
@@ -85,13 +85,13 @@ class SegmentationTask(DetectionTask):
     # ------------------------------------------------------------------------------------------ plots
     def plot_train_batch(self, batch: dict, fname: Path, names: dict[int, str] | None = None) -> None:
         from utils.plots import plot_images
-        from utils.tasks.segment_plots import overlay_masks
+        from utils.tasks.segment.plots import overlay_masks
 
         img = overlay_masks(batch["img"], batch["targets"], batch["masks"], batch["overlap"])
         plot_images(img, batch["targets"], batch["paths"], fname, names=names)
 
     def plot_val_batch(self, batch: dict, preds: list, save_dir: Path, index: int,
                        names: dict[int, str] | None = None) -> None:
-        from utils.tasks.segment_plots import plot_val_batch_masks
+        from utils.tasks.segment.plots import plot_val_batch_masks
 
         plot_val_batch_masks(batch, preds, save_dir, index, names=names)

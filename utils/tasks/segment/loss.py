@@ -7,8 +7,8 @@ import torch.nn.functional as F
 
 from utils.boxes import xywh2xyxy
 from utils.dist import world_size
-from utils.loss import DetectionLoss
-from utils.masks import crop_mask as box_crop
+from utils.tasks.detect.loss import DetectionLoss
+from utils.tasks.segment.masks import crop_mask as box_crop
 
 
 def rank_in_image(img: torch.Tensor, bs: int) -> torch.Tensor:

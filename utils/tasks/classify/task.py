@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from utils.engine.task import Task
-from utils.tasks.classify_metric import ClsMetric
+from utils.tasks.classify.metric import ClsMetric
 
 # Upstream's fixed classify/train.py settings, plus our augmentation strengths (see transforms_classify.py).
 CLASSIFY_HYP = {"lr0": 0.001, "lrf": 0.01, "momentum": 0.9, "weight_decay": 5e-5, "warmup_epochs": 0.0,
@@ -33,7 +33,7 @@ class ClassificationTask(Task):
     metric_names = ClsMetric.names
 
     def check_data(self, data: str | dict) -> dict:
-        from utils.data.dataset_classify import check_classify_data
+        from utils.tasks.classify.dataset import check_classify_data
 
         return check_classify_data(data)
 
@@ -60,7 +60,7 @@ class ClassificationTask(Task):
 
     def build_dataloader(self, path: Any, cfg: Any, hyp: dict, batch_size: int, stride: int, mode: str,
                          rank: int = -1, nc: int | None = None):
-        from utils.data.dataset_classify import create_classify_dataloader
+        from utils.tasks.classify.dataset import create_classify_dataloader
 
         train = mode == "train"
         return create_classify_dataloader(
@@ -69,7 +69,7 @@ class ClassificationTask(Task):
             seed=cfg.seed, prefix="train: " if train else "val: ")
 
     def preprocess(self, batch: Any, device: torch.device, half: bool = False) -> dict:
-        from utils.data.transforms_classify import normalize
+        from utils.tasks.classify.transforms import normalize
 
         imgs, labels = batch
         img = normalize(imgs.to(device, non_blocking=True))
@@ -102,8 +102,8 @@ class ClassificationTask(Task):
         return float(figures.get(self.metric_names[0], 0.0))  # top-1, as upstream
 
     def plot_train_batch(self, batch: dict, fname: Path, names: dict[int, str] | None = None) -> None:
-        from utils.data.transforms_classify import IMAGENET_MEAN, IMAGENET_STD
         from utils.plots import plot_images
+        from utils.tasks.classify.transforms import IMAGENET_MEAN, IMAGENET_STD
 
         mean = torch.tensor(IMAGENET_MEAN, device=batch["img"].device).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=batch["img"].device).view(1, 3, 1, 1)

@@ -1,0 +1,1 @@
+"""The classify task's plug-ins (task, loss, metric, dataset, ...)."""

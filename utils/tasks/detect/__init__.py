@@ -1,0 +1,1 @@
+"""The detect task's plug-ins (task, loss, metric, dataset, ...)."""

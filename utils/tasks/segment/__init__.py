@@ -1,0 +1,1 @@
+"""The segment task's plug-ins (task, loss, metric, dataset, ...)."""
