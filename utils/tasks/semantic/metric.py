@@ -15,9 +15,9 @@ import torch.distributed as tdist
 from utils.log import LOGGER
 
 
-def _histogram(idx: torch.Tensor, n: int) -> torch.Tensor:
+def _histogram(idx: torch.Tensor, n: int, scatter: bool | None = None) -> torch.Tensor:
     """Counts of the values 0..n-1 in a flat int64 tensor, without a device-to-host sync on CUDA."""
-    if idx.device.type == "cpu":
+    if not (idx.device.type != "cpu" if scatter is None else scatter):
         return torch.bincount(idx, minlength=n)[:n]
     # torch.bincount sizes its output from the data's max, which reads it back to the host; a scatter of ones
     # into a fixed-size buffer does not.
