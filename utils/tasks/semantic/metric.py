@@ -44,13 +44,17 @@ class SemanticConfusion:
                              f"map predictions back to the label's resolution first")
         if self.matrix.device != pred.device:
             self.matrix = self.matrix.to(pred.device)
-        p = pred.reshape(-1).long()
-        t = target.reshape(-1).to(p.device).long()
         n = self.nc
-        valid = (t >= 0) & (t < n) & (p >= 0) & (p < n)
+        p = pred.reshape(-1)
+        t = target.reshape(-1).to(p.device)
+        valid = (t < n) & (p < n)  # compared in the given dtypes: no widened copies
+        if t.is_signed():
+            valid &= t >= 0
+        if p.is_signed():
+            valid &= p >= 0
         # Skipped pixels go to an extra bin past the matrix instead of being filtered out: boolean indexing would
         # need the count of kept pixels on the host.
-        idx = torch.where(valid, t * n + p, torch.full_like(t, n * n))
+        idx = torch.where(valid, t.long() * n + p.long(), n * n)
         self.matrix += _histogram(idx, n * n + 1)[: n * n].view(n, n)
 
     def reset(self) -> None:
