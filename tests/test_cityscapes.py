@@ -291,6 +291,8 @@ def test_cli_flags(city_tree, tmp_path):
     y = yaml.safe_load((city_tree / "cityscapes.yaml").read_text())
     assert y["names"] == {0: "car", 1: "bicycle"}
     assert cli.parse_opt([str(city_tree)]).root == str(city_tree)
+    with pytest.raises(DatasetError, match="no leftImg8bit folder"):
+        cli.main(cli.parse_opt([str(tmp_path / "nowhere")]))
     with pytest.raises(DatasetError, match="unknown Cityscapes class 'spaceship'"):
         cli.main(cli.parse_opt([str(city_tree), "--classes", "spaceship"]))
 

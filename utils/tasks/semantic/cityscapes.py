@@ -394,6 +394,9 @@ def convert(root: str | Path, opt: ConvertOptions | None = None) -> Report:
     labelled = [s for s in frames if s != "test"]
     if report.n_converted:
         report.yaml_file = write_yaml(root, list(frames), opt)
+        if "val" not in frames or "train" not in frames:
+            LOGGER.warning(f"WARNING ⚠️ {report.yaml_file}: no leftImg8bit/{'val' if 'train' in frames else 'train'} "
+                           f"folder, so the data YAML lacks that split; add it before training")
     LOGGER.info(f"Cityscapes {root}: " + ", ".join(f"{s} {report.converted.get(s, 0)}/{report.frames[s]}"
                                                    for s in labelled) +
                 (f", test {report.frames['test']} images (no labels)" if "test" in frames else "") +
