@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -72,7 +74,7 @@ def test_scan_line_prints_its_prefix_once(tiny_data, tmp_path, log):
     from utils.tasks.detect.dataset import YoloDataset
 
     data = check_dataset(tiny_data)
-    for cache in data["path"].rglob("*.cache"):
+    for cache in Path(data["path"]).rglob("*.cache"):
         cache.unlink()  # a fresh scan, not the cached line
     YoloDataset(data["val"], 64, prefix="val: ")
     scans = [r.getMessage() for r in log.records if "Scanning" in r.getMessage()]
