@@ -15,17 +15,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from utils.engine.cli import opt_with, run_main  # noqa: E402
 from utils.engine.predictor import Predictor, add_predict_arguments  # noqa: E402
 from utils.paths import ROOT  # noqa: E402
+from utils.tasks.detect.task import DetectionTask  # noqa: E402
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse detect.py flags (YOLOv5 v7.0 names and defaults)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    return add_predict_arguments(p, "yolov5s.pt", str(ROOT / "data/images"), str(ROOT / "runs/detect")).parse_args(argv)
+    add_predict_arguments(p, DetectionTask(), "yolov5s.pt", str(ROOT / "data/images"), str(ROOT / "runs/detect"))
+    return p.parse_args(argv)
 
 
 def main(opt: argparse.Namespace) -> Path:
     """Predict over --source and return the run folder."""
-    return Predictor(opt).run()
+    return Predictor(opt, DetectionTask()).run()
 
 
 def run(**kwargs) -> Path:

@@ -21,7 +21,8 @@ from utils.tasks.detect.task import DetectionTask  # noqa: E402
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse val.py flags (YOLOv5 v7.0 names and defaults)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    return add_val_arguments(p, str(ROOT / "data/shapes.yaml"), "yolov5s.pt", str(ROOT / "runs/val")).parse_args(argv)
+    add_val_arguments(p, DetectionTask(), str(ROOT / "data/shapes.yaml"), "yolov5s.pt", str(ROOT / "runs/val"))
+    return p.parse_args(argv)
 
 
 def main(opt: argparse.Namespace):

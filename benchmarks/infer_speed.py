@@ -36,6 +36,7 @@ from utils.engine.evaluator import forward_batch  # noqa: E402
 from utils.engine.predictor import Predictor, add_predict_arguments  # noqa: E402
 from utils.log import quiet  # noqa: E402
 from utils.nms import non_max_suppression  # noqa: E402
+from utils.tasks.detect.task import DetectionTask  # noqa: E402
 
 
 def interleaved(fns: dict[str, Callable[[], object]], rounds: int, pause: float = 0.1) -> dict[str, float]:
@@ -86,9 +87,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, quiet():
         torch.manual_seed(0)
         w = save_checkpoint(make_checkpoint(build_model(opt.cfg)), Path(tmp) / "bench.pt")
-        popt = add_predict_arguments(argparse.ArgumentParser(), str(w), str(ROOT / "data/images"), tmp,
-                                     imgsz=opt.img).parse_args(["--device", "cpu"])
-        pred = Predictor(popt)
+        popt = add_predict_arguments(argparse.ArgumentParser(), DetectionTask(), str(w), str(ROOT / "data/images"),
+                                     tmp, imgsz=opt.img).parse_args(["--device", "cpu"])
+        pred = Predictor(popt, DetectionTask())
     model = pred.model
     im = letterbox(imread(ROOT / "data/images/shapes1.jpg"), (opt.img, opt.img), auto=False)[0]
     im = torch.from_numpy(np.ascontiguousarray(im.transpose(2, 0, 1)[::-1]))[None].float() / 255
@@ -99,7 +100,7 @@ def main() -> None:
         x = im.expand(bs, -1, -1, -1).contiguous(memory_format=torch.channels_last)
         fns: dict[str, Callable[[], object]] = {}
         with torch.inference_mode():
-            fns["detect.py eager" if bs == 1 else "eager"] = lambda x=x: pred.forward(x)
+            fns["detect.py eager" if bs == 1 else "eager"] = lambda x=x: pred.model(x, augment=False, visualize=False)
             if bs > 1:
                 fns["val path"] = lambda x=x: forward_batch(model, x)
             if opt.compile:

@@ -26,6 +26,7 @@ from models.common import Conv, fuse_conv_and_bn  # noqa: E402
 from models.heads import Classify, Detect, Segment  # noqa: E402
 from models.info import model_info  # noqa: E402
 from models.registry import lookup  # noqa: E402
+from utils.errors import ModelConfigError  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
 from utils.paths import ROOT, find_file  # noqa: E402
 
@@ -50,7 +51,7 @@ def parse_activation(spec: str) -> nn.Module:
         args = [ast.literal_eval(a) for a in call.args] if call else []
         kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords} if call else {}
     except (SyntaxError, ValueError) as e:
-        raise ValueError(f"activation {spec!r}: expected the form 'nn.Name(literal args)' ({e})") from None
+        raise ModelConfigError(f"activation {spec!r}: expected the form 'nn.Name(literal args)' ({e})") from None
     parts = []
     while isinstance(func, ast.Attribute):
         parts.insert(0, func.attr)
@@ -60,7 +61,7 @@ def parse_activation(spec: str) -> nn.Module:
     name = parts[-1] if parts else ""
     cls = getattr(nn, name, None)
     if not parts or parts[:-1] not in ([], ["nn"], ["torch", "nn"]) or cls not in _ACTIVATIONS:
-        raise ValueError(f"activation {spec!r}: not a supported torch.nn activation "
+        raise ModelConfigError(f"activation {spec!r}: not a supported torch.nn activation "
                          f"({', '.join('nn.' + a.__name__ for a in _ACTIVATIONS)})")
     return cls(*args, **kwargs)
 
@@ -82,74 +83,83 @@ def parse_model(d: dict, ch: list[int]) -> tuple[nn.Sequential, list[int]]:
     src = d.get("yaml_file", "model yaml")
     for key in ("nc", "backbone", "head"):
         if key not in d:
-            raise ValueError(f"{src}: missing required key {key!r}")
+            raise ModelConfigError(f"{src}: missing required key {key!r}")
     LOGGER.info(f"\n{'':>3}{'from':>18}{'n':>3}{'params':>10}  {'module':<40}{'arguments':<30}")
     anchors, nc = d.get("anchors"), d["nc"]
     gd, gw = d.get("depth_multiple", 1.0), d.get("width_multiple", 1.0)
     na = (len(anchors[0]) // 2 if isinstance(anchors, list) else anchors) or 0
     no = na * (nc + 5)  # a conv that outputs exactly `no` channels is a prediction layer and is not width-scaled
     names = {"nc": nc, "anchors": anchors, "None": None, "True": True, "False": False}
-    default_act = Conv.default_act
-    if d.get("activation"):
-        Conv.default_act = parse_activation(d["activation"])
+    act = parse_activation(d["activation"]) if d.get("activation") else None
+    if act is not None:
         LOGGER.info(f"activation: {d['activation']}")
     layers, save, c2 = [], [], ch[-1]
-    try:
-        for i, row in enumerate(d["backbone"] + d["head"]):
-            if not (isinstance(row, (list, tuple)) and len(row) == 4):
-                raise ValueError(f"{src}: layer {i}: expected [from, number, module, args], got {row!r}")
-            f, n, m, args = row
-            try:
-                cls = lookup(m) if isinstance(m, str) else None
-            except KeyError as e:
-                raise ValueError(f"{src}: layer {i}: {e.args[0]}") from None
-            if cls is None:
-                raise ValueError(f"{src}: layer {i}: module must be a name, got {m!r}")
-            args = [_resolve_arg(a, names) for a in (args or [])]
-            n = n_ = max(round(n * gd), 1) if n > 1 else n
-            kind = _NN_KINDS.get(cls) or getattr(cls, "yaml_kind", None)
-            if kind in ("channels", "channels_repeat", "batchnorm", "classify") and not isinstance(f, int):
-                raise ValueError(f"{src}: layer {i}: {m} takes one input, got from={f!r}")
-            if kind in ("channels", "channels_repeat"):
-                c1, c2 = ch[f], args[0]
-                if c2 != no:
-                    c2 = make_divisible(c2 * gw, 8)
-                args = [c1, c2, *args[1:]]
-                if kind == "channels_repeat":
-                    args.insert(2, n)  # the block repeats internally instead of being stacked n times
-                    n = 1
-            elif kind == "batchnorm":
-                args, c2 = [ch[f]], ch[f]
-            elif kind == "concat":
-                c2 = sum(ch[x] for x in f)
-            elif kind == "detect":
-                args.append([ch[x] for x in f])
-                if isinstance(args[1], int):  # number of anchors per level only: placeholder anchors
-                    args[1] = [list(range(args[1] * 2))] * len(f)
-                if issubclass(cls, Segment) and len(args) > 3:
-                    args[3] = make_divisible(args[3] * gw, 8)  # prototype channels follow the width multiple
-            elif kind == "classify":
-                c1 = ch[f]
-                args = [c1, *args]
-                c2 = args[1]
-            else:
-                c2 = ch[f] if isinstance(f, int) else ch[f[0]]
-            try:
-                m_ = nn.Sequential(*(cls(*args) for _ in range(n))) if n > 1 else cls(*args)
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"{src}: layer {i}: cannot build {m} with arguments {args}: {e}") from None
-            t = f"{cls.__module__}.{cls.__name__}"
-            n_params = sum(x.numel() for x in m_.parameters())
-            m_.i, m_.f, m_.type, m_.np = i, f, t, n_params
-            LOGGER.info(f"{i:>3}{str(f):>18}{n_:>3}{n_params:10.0f}  {t:<40}{str(args):<30}")
-            save.extend(x % i for x in ([f] if isinstance(f, int) else f) if x != -1)
-            layers.append(m_)
-            if i == 0:
-                ch = []
-            ch.append(c2)
-    finally:
-        Conv.default_act = default_act  # a YAML's activation applies to its own model only
+    for i, row in enumerate(d["backbone"] + d["head"]):
+        if not (isinstance(row, (list, tuple)) and len(row) == 4):
+            raise ModelConfigError(f"{src}: layer {i}: expected [from, number, module, args], got {row!r}")
+        f, n, m, args = row
+        try:
+            cls = lookup(m) if isinstance(m, str) else None
+        except KeyError as e:
+            raise ModelConfigError(f"{src}: layer {i}: {e.args[0]}") from None
+        if cls is None:
+            raise ModelConfigError(f"{src}: layer {i}: module must be a name, got {m!r}")
+        args = [_resolve_arg(a, names) for a in (args or [])]
+        n = n_ = max(round(n * gd), 1) if n > 1 else n
+        kind = _NN_KINDS.get(cls) or getattr(cls, "yaml_kind", None)
+        if kind in ("channels", "channels_repeat", "batchnorm", "classify") and not isinstance(f, int):
+            raise ModelConfigError(f"{src}: layer {i}: {m} takes one input, got from={f!r}")
+        if kind in ("channels", "channels_repeat"):
+            c1, c2 = ch[f], args[0]
+            if c2 != no:
+                c2 = make_divisible(c2 * gw, 8)
+            args = [c1, c2, *args[1:]]
+            if kind == "channels_repeat":
+                args.insert(2, n)  # the block repeats internally instead of being stacked n times
+                n = 1
+        elif kind == "batchnorm":
+            args, c2 = [ch[f]], ch[f]
+        elif kind == "concat":
+            c2 = sum(ch[x] for x in f)
+        elif kind == "detect":
+            args.append([ch[x] for x in f])
+            if isinstance(args[1], int):  # number of anchors per level only: placeholder anchors
+                args[1] = [list(range(args[1] * 2))] * len(f)
+            if issubclass(cls, Segment) and len(args) > 3:
+                args[3] = make_divisible(args[3] * gw, 8)  # prototype channels follow the width multiple
+        elif kind == "classify":
+            c1 = ch[f]
+            args = [c1, *args]
+            c2 = args[1]
+        else:
+            c2 = ch[f] if isinstance(f, int) else ch[f[0]]
+        try:
+            m_ = nn.Sequential(*(cls(*args) for _ in range(n))) if n > 1 else cls(*args)
+        except (TypeError, ValueError) as e:
+            raise ModelConfigError(f"{src}: layer {i}: cannot build {m} with arguments {args}: {e}") from None
+        if act is not None:
+            _set_activation(m_, act)
+        t = f"{cls.__module__}.{cls.__name__}"
+        n_params = sum(x.numel() for x in m_.parameters())
+        m_.i, m_.f, m_.type, m_.np = i, f, t, n_params
+        LOGGER.info(f"{i:>3}{str(f):>18}{n_:>3}{n_params:10.0f}  {t:<40}{str(args):<30}")
+        save.extend(x % i for x in ([f] if isinstance(f, int) else f) if x != -1)
+        layers.append(m_)
+        if i == 0:
+            ch = []
+        ch.append(c2)
     return nn.Sequential(*layers), sorted(save)
+
+
+def _set_activation(module: nn.Module, act: nn.Module) -> None:
+    """Give every Conv that uses the default activation the YAML's one (one shared instance, as upstream counts).
+
+    Swapping after construction keeps Conv.default_act a constant: no class state changes while a model is built.
+    The supported activations have no parameters, so the seeded initialisation is the same as building with them.
+    """
+    for m in module.modules():
+        if isinstance(m, Conv) and m.act is Conv.default_act:
+            m.act = act
 
 
 def load_yaml_cfg(cfg: str | Path | dict) -> dict:
@@ -160,12 +170,12 @@ def load_yaml_cfg(cfg: str | Path | dict) -> dict:
     try:
         d = yaml.safe_load(path.read_text(encoding="utf-8", errors="ignore"))
     except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML ({e})") from None
+        raise ModelConfigError(f"{path}: not valid YAML ({e})") from None
     if not isinstance(d, dict):
-        raise ValueError(f"{path}: expected a mapping with nc, backbone and head")
+        raise ModelConfigError(f"{path}: expected a mapping with nc, backbone and head")
     for key in ("nc", "backbone", "head"):
         if key not in d:
-            raise ValueError(f"{path}: missing required key {key!r}")
+            raise ModelConfigError(f"{path}: missing required key {key!r}")
     return d
 
 
@@ -202,6 +212,8 @@ def scale_img(img: torch.Tensor, ratio: float = 1.0, same_shape: bool = False, g
 
 class BaseModel(nn.Module):
     """Runs `self.model` layer by layer, keeping the outputs later layers refer to (`self.save`)."""
+
+    task = "detect"  # the kind of model, saved in checkpoints: which task's scripts serve it
 
     def forward(self, x: torch.Tensor, augment: bool = False, profile: bool = False, visualize=False):
         """Plain forward; `visualize` is a folder for feature-map images (or False)."""
@@ -301,7 +313,7 @@ class DetectionModel(BaseModel):
         self.hyp = None
         m = self.model[-1]
         if not isinstance(m, Detect):
-            raise ValueError(f"{self.yaml_file or 'model yaml'}: the last layer must be Detect or Segment, "
+            raise ModelConfigError(f"{self.yaml_file or 'model yaml'}: the last layer must be Detect or Segment, "
                              f"got {type(m).__name__}")
         m.inplace = self.inplace
         s = 256  # dry run in train mode to measure each level's stride
@@ -382,6 +394,8 @@ Model = DetectionModel  # upstream alias
 class SegmentationModel(DetectionModel):
     """YOLOv5 instance-segmentation model (Segment head)."""
 
+    task = "segment"
+
     def __init__(self, cfg: str | Path | dict = "yolov5s-seg.yaml", ch: int = 3, nc: int | None = None,
                  anchors: list | int | None = None):
         super().__init__(cfg, ch, nc, anchors)
@@ -390,11 +404,13 @@ class SegmentationModel(DetectionModel):
 class ClassificationModel(BaseModel):
     """YOLOv5 classifier: a detection backbone cut at `cutoff` with a Classify head in place of its last layer."""
 
+    task = "classify"
+
     def __init__(self, cfg: str | Path | dict | None = None, model: DetectionModel | None = None, nc: int | None = None,
                  cutoff: int = 10, ch: int = 3):
         super().__init__()
         if model is None and cfg is None:
-            raise ValueError("ClassificationModel needs a cfg or a DetectionModel")
+            raise ModelConfigError("ClassificationModel needs a cfg or a DetectionModel")
         if model is None:
             d = load_yaml_cfg(cfg)
             if _head_class(d) is Classify:
@@ -458,7 +474,7 @@ def build_model(cfg: str | Path | dict, ch: int = 3, nc: int | None = None) -> B
         return DetectionModel(cfg, ch=ch, nc=nc)
     if head is not None and issubclass(head, Classify):
         return ClassificationModel(cfg, nc=nc, ch=ch)
-    raise ValueError(f"{cfg if not isinstance(cfg, dict) else 'model dict'}: last layer must be Detect, Segment "
+    raise ModelConfigError(f"{cfg if not isinstance(cfg, dict) else 'model dict'}: last layer must be Detect, Segment "
                      f"or Classify")
 
 

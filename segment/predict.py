@@ -13,22 +13,22 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.engine.cli import opt_with, run_main  # noqa: E402
-from utils.engine.predictor import add_predict_arguments  # noqa: E402
+from utils.engine.predictor import Predictor, add_predict_arguments  # noqa: E402
 from utils.paths import ROOT  # noqa: E402
-from utils.tasks.segment.predictor import SegmentPredictor  # noqa: E402
+from utils.tasks.segment.task import SegmentationTask  # noqa: E402
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse segment/predict.py flags (YOLOv5 v7.0 names and defaults)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_predict_arguments(p, "yolov5s-seg.pt", str(ROOT / "data/images"), str(ROOT / "runs/predict-seg"))
-    p.add_argument("--retina-masks", action="store_true", help="whether to plot masks in native resolution")
+    add_predict_arguments(p, SegmentationTask(), "yolov5s-seg.pt", str(ROOT / "data/images"),
+                          str(ROOT / "runs/predict-seg"))
     return p.parse_args(argv)
 
 
 def main(opt: argparse.Namespace) -> Path:
     """Predict over --source and return the run folder."""
-    return SegmentPredictor(opt).run()
+    return Predictor(opt, SegmentationTask()).run()
 
 
 def run(**kwargs) -> Path:

@@ -21,15 +21,18 @@ from utils.tasks.segment.task import SegmentationTask  # noqa: E402
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse segment/val.py flags (YOLOv5 v7.0 names and defaults, plus --retina-masks)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_val_arguments(p, str(ROOT / "data/shapes-seg.yaml"), "yolov5s-seg.pt", str(ROOT / "runs/val-seg"))
-    p.add_argument("--retina-masks", action="store_true", help="score masks at input resolution (default: 1/4)")
+    add_val_arguments(p, _task(), str(ROOT / "data/shapes-seg.yaml"), "yolov5s-seg.pt", str(ROOT / "runs/val-seg"))
     return p.parse_args(argv)
+
+
+def _task() -> SegmentationTask:
+    # Standalone validation builds one full-resolution binary mask per object, as upstream's segment/val.py does.
+    return SegmentationTask(overlap=False, mask_ratio=1)
 
 
 def main(opt: argparse.Namespace):
     """Validate and return the EvalResult."""
-    # Standalone validation builds one full-resolution binary mask per object, as upstream's segment/val.py does.
-    return validate(opt, SegmentationTask(overlap=False, mask_ratio=1, retina_masks=opt.retina_masks))
+    return validate(opt, _task())
 
 
 def run(**kwargs):

@@ -96,3 +96,22 @@ def test_letterbox_no_scaleup_and_scalefill():
     assert out.shape == (320, 480, 3) and ratio == (480 / 150, 320 / 100) and pad == (0.0, 0.0)
     out, _, _ = letterbox(im, 640, auto=False, color=(1, 2, 3))
     assert tuple(out[0, 0]) == (1, 2, 3)
+
+
+def huge_header_png(path) -> None:
+    """A PNG whose header claims 100000 x 100000 pixels (OpenCV refuses it with an exception, not None)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 10))
+                     + chunk(b"IEND", b""))
+
+
+def test_imread_returns_none_for_an_absurd_header(tmp_path):
+    f = tmp_path / "huge.png"
+    huge_header_png(f)
+    assert imread(f) is None  # skipped like any unreadable image, never an OpenCV exception

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from utils.errors import UserError
 from utils.log import LOGGER, quiet
 from utils.upstream_pickle import (
     UpstreamPickleError,
@@ -36,7 +37,7 @@ FORMAT = "mt-yolov5"
 VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A weights file that is neither one of ours nor an upstream YOLOv5 checkpoint, or is inconsistent."""
 
 
@@ -46,9 +47,8 @@ def half_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def task_of(model: torch.nn.Module) -> str:
-    """'segment', 'classify' or 'detect' from the model class name."""
-    name = type(model).__name__
-    return "segment" if "Segment" in name else "classify" if "Classif" in name else "detect"
+    """The model's kind ('detect', 'segment', 'classify', ...), as its class declares it."""
+    return model.task
 
 
 def rng_state() -> dict[str, Any]:

@@ -12,6 +12,7 @@ import time
 
 import torch
 
+from utils.errors import DeviceError
 from utils.log import LOGGER
 
 
@@ -26,13 +27,13 @@ def select_device(device: str = "", batch_size: int = 0, newline: bool = True) -
         # Under torchrun each process picks cuda:LOCAL_RANK itself; narrowing visibility here would break that.
         os.environ["CUDA_VISIBLE_DEVICES"] = device
         if not (torch.cuda.is_available() and torch.cuda.device_count() >= len(device.split(","))):
-            raise ValueError(f"--device {device} requested but CUDA is not available or has too few devices "
+            raise DeviceError(f"--device {device} requested but CUDA is not available or has too few devices "
                              f"(torch.cuda.is_available()={torch.cuda.is_available()}); use --device cpu")
     s = f"MT-YOLOv5 🚀 Python-{platform.python_version()} torch-{torch.__version__} "
     if not cpu and not mps and torch.cuda.is_available():
         n = torch.cuda.device_count()
         if n > 1 and batch_size > 0 and local_rank == -1 and batch_size % n:
-            raise ValueError(f"--batch-size {batch_size} is not a multiple of the GPU count {n}")
+            raise DeviceError(f"--batch-size {batch_size} is not a multiple of the GPU count {n}")
         for i in range(n):
             p = torch.cuda.get_device_properties(i)
             s += f"CUDA:{i} ({p.name}, {p.total_memory / 1024 ** 2:.0f}MiB)\n"

@@ -1,4 +1,4 @@
-"""Detection metrics: prediction/label matching, per-class AP, fitness and the confusion matrix.
+"""Detection metrics: prediction/label matching, per-class AP and the confusion matrix.
 
 Numbers follow upstream YOLOv5 v7.0 (101-point interpolated AP, P/R/F1 read at the confidence that maximises
 the smoothed mean F1), so mAPs are comparable with upstream's.
@@ -13,12 +13,6 @@ import torch
 
 from utils.boxes import box_iou
 from utils.log import LOGGER
-
-
-def fitness(x: np.ndarray) -> np.ndarray:
-    """Model fitness per row of [P, R, mAP@.5, mAP@.5:.95, ...]: 0.1 * mAP@.5 + 0.9 * mAP@.5:.95."""
-    w = np.array([0.0, 0.0, 0.1, 0.9])
-    return (np.asarray(x, dtype=np.float64)[:, :4] * w).sum(1)
 
 
 def smooth(y: np.ndarray, f: float = 0.05) -> np.ndarray:

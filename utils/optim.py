@@ -119,5 +119,3 @@ def clip_gradients(model: nn.Module, max_norm: float = 10.0) -> torch.Tensor:
         return torch.zeros(())
     return torch.nn.utils.clip_grad_norm_(params, max_norm=max_norm, foreach=True)
 
-
-warmup_values = warmup  # name used in plan/INTERFACES.md

@@ -19,8 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from utils.errors import UserError
 
-class UpstreamPickleError(ValueError):
+
+class UpstreamPickleError(UserError, ValueError):
     """A file that cannot be read as a torch zip pickle, or that holds something the safe reader refuses."""
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from utils.errors import UserError
 from utils.log import LOGGER
 from utils.paths import DATASETS_DIR, ROOT, find_file
 
@@ -27,7 +28,7 @@ ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 DOWNLOAD_TIMEOUT_S = 30
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A data YAML or the dataset it describes is unusable; the message is one line naming the file."""
 
 

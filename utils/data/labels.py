@@ -291,7 +291,7 @@ def _scan(im_files: list[str], label_files: list[str], cache_path: Path, prefix:
             pbar.desc = f"{desc} {nf} images, {nm + ne} backgrounds, {nc} corrupt"
         pbar.close()
     _print_msgs(msgs)
-    LOGGER.info(f"{prefix}{desc} {nf} found, {nm} missing, {ne} empty, {nc} corrupt")
+    LOGGER.info(f"{desc} {nf} found, {nm} missing, {ne} empty, {nc} corrupt")  # desc starts with the prefix
     cache.update(hash=hash_, results=(nf, nm, ne, nc, len(im_files)), msgs=msgs, version=CACHE_VERSION)
     save_cache(cache_path, cache, prefix)
     return cache

@@ -15,13 +15,14 @@ import numpy as np
 
 from utils.data.formats import IMG_FORMATS, VID_FORMATS, is_image_file, is_video_file
 from utils.data.imageio import imread, letterbox
+from utils.errors import UserError
 from utils.log import LOGGER
 
 STREAM_SCHEMES = ("rtsp", "rtmp", "http", "https")
 STREAM_OPEN_TIMEOUT_MS = 10_000
 
 
-class StreamError(ValueError):
+class StreamError(UserError, ValueError):
     """A live stream (webcam index or URL) could not be opened."""
 
 

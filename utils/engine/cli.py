@@ -6,25 +6,13 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from utils.errors import UserError
 from utils.log import LOGGER
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean 'the input is wrong', as opposed to a bug in this program."""
-    errs: list[type[BaseException]] = [FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError]
-    try:
-        from utils.data.dataset_config import DatasetError
-
-        errs.append(DatasetError)
-    except ImportError:
-        pass
-    try:
-        from utils.checkpoint import CheckpointError
-
-        errs.append(CheckpointError)
-    except ImportError:
-        pass
-    return tuple(errs)
+    return (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 
 def run_main(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from utils.errors import ConfigError
 from utils.paths import ROOT
 
 
@@ -63,6 +64,26 @@ class TrainConfig:
     # Task-specific switches are harmless elsewhere; keeping them here keeps one config for all tasks.
     mask_ratio: int = _f(4, "instance segmentation: ground-truth mask downsample ratio")
     no_overlap: bool = _f(False, "instance segmentation: one binary mask per object instead of an index map")
+
+    def check(self) -> TrainConfig:
+        """Every numeric flag in range, checked once before anything is built (one clear error otherwise)."""
+        rules = [
+            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
+            (self.batch_size >= 1 or self.batch_size == -1,
+             f"--batch-size must be at least 1 (or -1 for AutoBatch), got {self.batch_size}"),
+            (self.imgsz >= 1, f"--img must be a positive number of pixels, got {self.imgsz}"),
+            (self.workers >= 0, f"--workers must be 0 or more, got {self.workers}"),
+            (self.patience >= 0, f"--patience must be 0 (off) or more, got {self.patience}"),
+            (all(f >= 0 for f in self.freeze), f"--freeze takes layer indices >= 0, got {self.freeze}"),
+            (0.0 <= self.label_smoothing < 1.0, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (self.max_train_seconds >= 0, f"--max-train-seconds must be 0 (off) or more, got {self.max_train_seconds}"),
+            (self.evolve >= 0, f"--evolve takes a number of generations >= 0, got {self.evolve}"),
+            (self.mask_ratio >= 1, f"--mask-ratio must be at least 1, got {self.mask_ratio}"),
+        ]
+        for ok, message in rules:
+            if not ok:
+                raise ConfigError(message)
+        return self
 
     def to_dict(self) -> dict:
         """Plain dict for opt.yaml and checkpoints (paths as strings)."""

@@ -26,6 +26,8 @@ CPU_PIXELS_PER_FORWARD = 2**19
 def _cat_outputs(parts: list[Any]) -> Any:
     """Join per-chunk model outputs (tensors, or tuples/lists of them) along the batch dimension."""
     first = parts[0]
+    if first is None:  # e.g. the raw maps test-time augmentation does not return
+        return None
     if isinstance(first, torch.Tensor):
         return torch.cat(parts, 0)
     return type(first)(_cat_outputs([p[i] for p in parts]) for i in range(len(first)))
@@ -73,8 +75,8 @@ class Evaluator:
                                       **self.metric_kw)
         loss_sum, seen, shape = None, 0, None
         dt = [0.0, 0.0, 0.0]
-        desc = getattr(metric, "header", "Evaluating")
-        pbar = tqdm(self.dataloader, desc=desc, bar_format=TQDM_BAR, leave=False, disable=not LOGGER.isEnabledFor(20))
+        pbar = tqdm(self.dataloader, desc=metric.header, bar_format=TQDM_BAR, leave=False,
+                    disable=not LOGGER.isEnabledFor(20))
         for bi, raw in enumerate(pbar):
             t0 = time_sync(device)
             batch = self.task.preprocess(raw, device, half=half)
@@ -101,7 +103,7 @@ class Evaluator:
         speed = tuple(x / max(seen, 1) * 1e3 for x in dt)
         if not self.training and shape is not None:
             LOGGER.info(f"Speed: {speed[0]:.1f}ms pre-process, {speed[1]:.1f}ms inference, "
-                        f"{speed[2]:.1f}ms {getattr(metric, 'post_name', 'post-process')} per image at shape {shape}")
+                        f"{speed[2]:.1f}ms {metric.post_name} per image at shape {shape}")
         metric.finalize(self.save_dir, self.plots)
         if was_training:
             caller.train()

@@ -12,9 +12,9 @@ def find_resume_checkpoint(resume: str, project: str) -> Path:
     if resume not in ("True", "true", True):
         p = Path(resume)
         if not p.is_file():
-            raise SystemExit(f"--resume {resume}: file not found")
+            raise FileNotFoundError(f"--resume {resume}: file not found")
         return p
     candidates = glob.glob(f"{project}/**/last*.pt", recursive=True)
     if not candidates:
-        raise SystemExit(f"--resume: no last.pt found under {project}; pass the checkpoint path")
+        raise FileNotFoundError(f"--resume: no last.pt found under {project}; pass the checkpoint path")
     return Path(max(candidates, key=os.path.getmtime))

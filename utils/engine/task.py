@@ -8,6 +8,8 @@ instance segmentation, semantic segmentation and classification plug in beside i
 
 from __future__ import annotations
 
+import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,9 @@ class Metric:
     """Accumulates predictions against labels over a dataset; reduce() merges ranks before compute()."""
 
     names: tuple[str, ...] = ()  # the figures compute() returns, in results.csv order
+    header: str = "Evaluating"  # the progress-bar title and the first line of the printed table
+    post_name: str = "post-process"  # what the post-processing step is called in the speed line
+    maps: np.ndarray | None = None  # per-class score after compute() (detection's mAP50-95), for image weights
 
     def update(self, preds: Any, batch: dict) -> None:
         """Add one batch of post-processed predictions and its labels."""
@@ -40,10 +45,43 @@ class Metric:
         """Write curves and matrices once the figures are computed."""
 
 
+@dataclass
+class TrainContext:
+    """What the Trainer shares with a task's hooks (declared here, so hooks never reach into the Trainer)."""
+
+    cfg: Any  # the TrainConfig (or a task's subclass of it)
+    model: nn.Module  # the model being trained (not DDP-wrapped)
+    dataset: Any  # the training dataset (its labels, and `indices` that image weights resample)
+    names: dict[int, str]  # class names
+    nc: int  # number of classes
+    hyp: dict  # hyperparameters, as given (before the task's scale_hyp)
+    imgsz: int  # training image size
+    save_dir: Path  # the run folder
+    main: bool  # True on the process that logs and plots (rank 0 or single process)
+    maps: np.ndarray | None = None  # per-class score of the last validation (Metric.maps), None before the first
+
+
+@dataclass
+class ValSettings:
+    """How one standalone validation runs, as a task reads it from its val flags."""
+
+    split: str = "val"  # which split of the data YAML to score
+    loader_mode: str = "val"  # 'val' (rectangular batches) or 'speed' (square, for timing)
+    post: dict = field(default_factory=dict)  # post-processing settings (NMS thresholds...)
+    metric: dict = field(default_factory=dict)  # Metric options (save_txt, json_out...)
+    single_cls: bool = False  # score every class as one
+    augment: bool = False  # test-time augmentation (flips and scales)
+    verbose: bool = False  # print a row per class
+    plots: bool = True  # write curves, matrices and batch mosaics
+
+
 class Task:
     """Base class of the task contract; methods that every task must answer raise NotImplementedError."""
 
     name: str = "task"
+    serves: tuple[str, ...] = ()  # the model kinds (BaseModel.task) its scripts accept; () means just `name`
+    tta: bool = True  # whether --augment (test-time augmentation) applies; False: a warning, then plain inference
+    post_name: str = "post-process"  # what postprocess() is called in the predict scripts' speed line
     default_project: str = "runs/train"
     loss_names: tuple[str, ...] = ()  # short names of the loss items the criterion returns, in order
     metric_names: tuple[str, ...] = ()  # results.csv names of the Metric's figures, in order
@@ -109,11 +147,46 @@ class Task:
         """Single number to pick best.pt and drive early stopping (higher is better)."""
         raise NotImplementedError
 
+    # --- standalone validation (val.py and the task's own val script) ---------------------------
+    def add_val_arguments(self, p: argparse.ArgumentParser) -> None:
+        """Add the task's own val flags (the engine adds data, weights, batch, size, device and run-folder flags)."""
+
+    def val_settings(self, opt: argparse.Namespace, data: dict, save_dir: Path) -> ValSettings:
+        """Turn the parsed val flags into the split, post-processing and metric settings."""
+        return ValSettings()
+
+    def after_val(self, result: Any, settings: ValSettings, data: dict, save_dir: Path, weights: str) -> None:
+        """Work after the figures are computed (detection: write and score the COCO JSON)."""
+
+    # --- prediction (the task's predict script) ----------------------------------------------------
+    def add_predict_arguments(self, p: argparse.ArgumentParser) -> None:
+        """Add the task's own predict flags (the engine adds weights, source, size, device, saving and video)."""
+
+    def data_names(self, data: str) -> dict[int, str]:
+        """Class names from the predict script's --data (the model's own names are the default)."""
+        return self.check_data(data)["names"]
+
+    def predict_settings(self, opt: argparse.Namespace) -> dict:
+        """postprocess() settings for prediction (e.g. NMS thresholds) from the parsed flags."""
+        return {}
+
+    def source_transform(self, imgsz: list[int], stride: int) -> Any:
+        """HWC BGR frame -> CHW RGB uint8 array the model takes; None: the source's own letterbox."""
+        return None
+
+    def normalize(self, img: torch.Tensor) -> torch.Tensor:
+        """Inference input in 0-1 -> what the model takes (classification: ImageNet mean/std)."""
+        return img
+
+    def renderer(self, opt: argparse.Namespace, names: dict[int, str], save_dir: Path) -> Any:
+        """The object that describes, draws and writes one image's results (see engine/predictor.Renderer)."""
+        raise NotImplementedError
+
     # --- hooks (optional) -------------------------------------------------------------------------
-    def on_train_start(self, trainer: Any) -> None:
+    def on_train_start(self, ctx: TrainContext) -> None:
         """Task-specific preparation once model and data exist (AutoAnchor, label plots)."""
 
-    def on_epoch_start(self, trainer: Any, epoch: int) -> None:
+    def on_epoch_start(self, ctx: TrainContext, epoch: int) -> None:
         """Per-epoch data tweaks (image weights, closing mosaic)."""
 
     def plot_train_batch(self, batch: Any, fname: Path, names: dict[int, str] | None = None) -> None:
@@ -122,6 +195,22 @@ class Task:
     def plot_val_batch(self, batch: dict, preds: Any, save_dir: Path, index: int,
                        names: dict[int, str] | None = None) -> None:
         """Save label and prediction mosaics of a validation batch."""
+
+
+# Which scripts serve each kind of model: named when a script is given weights of another kind.
+SCRIPTS = {"detect": "train.py, val.py, detect.py", "semantic": "train.py, val.py, detect.py",
+           "segment": "segment/train.py, segment/val.py, segment/predict.py",
+           "classify": "classify/train.py, classify/val.py, classify/predict.py"}
+
+
+def check_model_task(model: nn.Module, task: Task, weights: str | Path) -> None:
+    """One clear error when the weights hold another kind of model than the script's task runs."""
+    from utils.checkpoint import CheckpointError
+
+    kind = getattr(model, "task", None)  # exported (non-nn.Module) backends may not say
+    if kind is not None and kind not in (task.serves or (task.name,)):
+        raise CheckpointError(f"{weights}: a '{kind}' model, but this script runs '{task.name}' models; "
+                              f"use {SCRIPTS.get(kind, 'the matching script')}")
 
 
 def to_numpy_figures(figures: dict[str, float], names: tuple[str, ...]) -> np.ndarray:

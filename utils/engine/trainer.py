@@ -7,6 +7,7 @@ early stopping); the Task answers what differs (model, data, loss, metric). It n
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import random
@@ -36,9 +37,10 @@ from utils.engine.config import TrainConfig
 from utils.engine.evaluator import TQDM_BAR, Evaluator
 from utils.engine.results import ResultsLog
 from utils.engine.resume import find_resume_checkpoint
-from utils.engine.task import Task
+from utils.engine.task import Task, TrainContext
+from utils.errors import ConfigError
 from utils.log import LOGGER, colorstr
-from utils.optim import clip_gradients, lr_lambda, smart_optimizer, warmup
+from utils.optim import clip_gradients, lr_lambda, nominal_accumulate, scale_weight_decay, smart_optimizer, warmup
 from utils.paths import find_file, increment_path
 
 DEFAULT_HYP = "data/hyps/hyp.scratch-low.yaml"
@@ -97,7 +99,7 @@ class Trainer:
     """Trains one model for one task as `cfg` says; `fit()` returns the final figures."""
 
     def __init__(self, cfg: TrainConfig, task: Task, hyp: dict | None = None):
-        self.cfg, self.task, self.hyp_in = cfg, task, hyp
+        self.cfg, self.task, self.hyp_in = cfg.check(), task, hyp
         self.rank, self.world = dist.rank(), dist.world_size()
         self.main = dist.is_main()
 
@@ -124,16 +126,19 @@ class Trainer:
         self._freeze(model)
         self._batching(model, hyp)
         self._optimization(model, hyp, ckpt)  # restores optimizer, EMA and RNG state when resuming
+        loader_cfg = dataclasses.replace(cfg, imgsz=self.imgsz)  # the size rounded to the stride, not the raw flag
         self.train_loader, self.dataset = self.task.build_dataloader(
-            self.data["train"], cfg, hyp, self.batch, self.gs, mode="train", rank=self.rank, nc=self.nc)
+            self.data["train"], loader_cfg, hyp, self.batch, self.gs, mode="train", rank=self.rank, nc=self.nc)
         self.nb = len(self.train_loader)
         self.val_loader = None
         if self.main:
-            self.val_loader, _ = self.task.build_dataloader(self.data["val"], cfg, hyp, self.batch * 2, self.gs,
-                                                            mode="val", rank=-1, nc=self.nc)
+            self.val_loader, _ = self.task.build_dataloader(self.data["val"], loader_cfg, hyp, self.batch * 2,
+                                                            self.gs, mode="val", rank=-1, nc=self.nc)
         self.model, self.hyp = model, hyp
+        self.ctx = TrainContext(cfg=cfg, model=model, dataset=self.dataset, names=self.names, nc=self.nc, hyp=hyp,
+                                imgsz=self.imgsz, save_dir=self.save_dir, main=self.main)
         if not cfg.resume:
-            self.task.on_train_start(self)  # AutoAnchor and label plots (rank 0), before the EMA copies anchors
+            self.task.on_train_start(self.ctx)  # AutoAnchor and label plots (rank 0), before the EMA copies anchors
             if self.ema is not None:
                 self.ema = ModelEMA(model)
         self.hyp = self.task.scale_hyp(hyp, model, self.nc, self.imgsz)
@@ -205,8 +210,9 @@ class Trainer:
             cfg.batch_size = int(dist.broadcast_object(b)) * self.world
         self.batch = cfg.batch_size // self.world
         self.nbs = int(hyp.get("nbs", NBS) or cfg.batch_size)  # nbs 0: no accumulation (upstream classifiers)
-        self.accumulate = max(round(self.nbs / cfg.batch_size), 1)
-        hyp["weight_decay"] *= cfg.batch_size * self.accumulate / self.nbs  # decay per nominal batch, not per step
+        self.accumulate = nominal_accumulate(cfg.batch_size, self.nbs)
+        # decay per nominal batch, not per optimizer step
+        hyp["weight_decay"] = scale_weight_decay(hyp["weight_decay"], cfg.batch_size, self.accumulate, self.nbs)
 
     def _optimization(self, model: nn.Module, hyp: dict, ckpt: dict | None) -> None:
         """Optimizer, LR schedule, EMA and AMP scaler; a resumed run restores their states."""
@@ -237,7 +243,7 @@ class Trainer:
             LOGGER.info(f"Transferred {len(csd)}/{len(model.state_dict())} items from {cfg.weights}")
             return model
         if not cfg.cfg:
-            raise SystemExit("train: give --cfg (a model YAML) or --weights (a checkpoint)")
+            raise ConfigError("train: give --cfg (a model YAML) or --weights (a checkpoint)")
         return self.task.build_model(cfg.cfg, self.nc, hyp).to(self.device)
 
     def _freeze(self, model: nn.Module) -> None:
@@ -259,7 +265,7 @@ class Trainer:
         self.best_fitness = float(ckpt.get("best_fitness") or 0.0)
         self.start_epoch = int(ckpt["epoch"]) + 1
         if self.start_epoch >= self.cfg.epochs:
-            raise SystemExit(f"{self.cfg.resume}: training to {self.cfg.epochs} epochs is finished, nothing to resume")
+            raise ConfigError(f"{self.cfg.resume}: training to {self.cfg.epochs} epochs is finished, nothing to resume")
         self.scheduler.last_epoch = self.start_epoch - 1
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
@@ -335,7 +341,7 @@ class Trainer:
         """One pass over the training data; returns the mean loss items, kept on the device."""
         cfg, dev = self.cfg, self.device
         self.train_model.train()
-        self.task.on_epoch_start(self, epoch)
+        self.task.on_epoch_start(self.ctx, epoch)
         if hasattr(self.train_loader.sampler, "set_epoch"):
             self.train_loader.sampler.set_epoch(epoch)
         if getattr(self.train_loader, "generator", None) is not None:
@@ -409,7 +415,7 @@ class Trainer:
         if not cfg.noval or final:
             res = self.evaluator(self.ema.ema, self.criterion)
             figures, vloss = res.figures, res.losses if res.losses is not None else vloss
-            self.maps = getattr(res.metric, "maps", None)
+            self.ctx.maps = res.metric.maps
         fi = self.task.fitness(figures) if figures else 0.0
         stop = stopper(epoch, fi)
         if fi >= self.best_fitness:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import yaml
 
 from utils.engine.config import TrainConfig, _f
+from utils.errors import ConfigError
 from utils.tasks.classify.task import CLASSIFY_HYP
 
 
@@ -63,7 +64,7 @@ def augmentation_hyp(cfg: ClassifyConfig) -> dict:
     hyp = yaml.safe_load(find_file(name).read_text()) or {}
     unknown = sorted(set(hyp) - set(CLASSIFY_HYP))
     if unknown:
-        raise ValueError(f"{name}: unknown classification hyp key(s) {', '.join(unknown)} (known: "
+        raise ConfigError(f"{name}: unknown classification hyp key(s) {', '.join(unknown)} (known: "
                          f"{', '.join(CLASSIFY_HYP)})")
     return {k: v for k, v in hyp.items() if k not in ("lr0", "weight_decay")}
 

@@ -8,14 +8,16 @@ to the engine through hyp keys (warmup_epochs 0, nbs 0 = the batch itself), not 
 
 from __future__ import annotations
 
+import argparse
 from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from utils.engine.task import Task
+from utils.engine.task import Task, ValSettings
 from utils.tasks.classify.metric import ClsMetric
 
 # Upstream's fixed classify/train.py settings, plus our augmentation strengths (see transforms_classify.py).
@@ -28,6 +30,7 @@ class ClassificationTask(Task):
     """One label per image: logits from a Classify head, cross-entropy loss, top-1/top-5 accuracy."""
 
     name = "classify"
+    tta = False  # upstream accepts --augment for classifiers and ignores it; we say so
     default_project = "runs/train-cls"
     loss_names = ("loss",)
     metric_names = ClsMetric.names
@@ -91,9 +94,58 @@ class ClassificationTask(Task):
     def split_eval_output(self, out: Any) -> tuple[Any, Any]:
         return out, out  # the logits give both the predictions and the validation loss
 
-    def postprocess(self, preds: torch.Tensor, batch: dict | None = None, **kw: Any) -> torch.Tensor:
-        """Logits -> the top-5 (at most nc) class indices per image, best first, as upstream's argsort."""
+    def postprocess(self, preds: torch.Tensor, batch: dict | None = None, probs: bool = False, **kw: Any):
+        """Logits -> the top-5 (at most nc) class indices per image, best first, as upstream's argsort;
+        with `probs` (prediction) each image's class probabilities instead."""
+        if probs:
+            return list(torch.softmax(preds.float(), 1))
         return preds.argsort(1, descending=True)[:, :5]
+
+    def add_val_arguments(self, p: argparse.ArgumentParser) -> None:
+        """classify/val.py's own flags (YOLOv5 v7.0)."""
+        p.add_argument("--verbose", nargs="?", const=True, default=True, help="per-class rows (--verbose False: none)")
+        p.add_argument("--dnn", action="store_true", help="accepted for compatibility (OpenCV DNN is not used)")
+
+    def val_settings(self, opt: argparse.Namespace, data: dict, save_dir: Path) -> ValSettings:
+        return ValSettings(verbose=str(opt.verbose).lower() not in ("false", "0", "no"))
+
+    # ------------------------------------------------------------------------------------------ prediction
+    def data_names(self, data: str) -> dict[int, str]:
+        from utils.tasks.classify.dataset import check_classify_data
+
+        return check_classify_data(data)["names"]
+
+    def add_predict_arguments(self, p: argparse.ArgumentParser) -> None:
+        """classify/predict.py's compatibility flags (upstream's; nothing to do here)."""
+        p.add_argument("--update", action="store_true", help="accepted for compatibility (nothing to update)")
+        p.add_argument("--dnn", action="store_true", help="accepted for compatibility (OpenCV DNN is not used)")
+
+    def predict_settings(self, opt: argparse.Namespace) -> dict:
+        return {"probs": True}
+
+    def source_transform(self, imgsz: list[int], stride: int) -> Any:
+        """Validation's centre crop of each frame, as CHW RGB uint8."""
+        from utils.tasks.classify.transforms import center_crop
+
+        size = imgsz[0]
+
+        def transform(im0: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(center_crop(im0, size).transpose(2, 0, 1)[::-1])
+
+        return transform
+
+    def normalize(self, img: torch.Tensor) -> torch.Tensor:
+        """ImageNet mean/std on the 0-1 batch, as upstream's ToTensor + Normalize."""
+        from utils.tasks.classify.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+        mean = torch.tensor(IMAGENET_MEAN, device=img.device, dtype=img.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=img.device, dtype=img.dtype).view(1, 3, 1, 1)
+        return (img - mean) / std
+
+    def renderer(self, opt: argparse.Namespace, names: dict[int, str], save_dir: Path) -> Any:
+        from utils.tasks.classify.predictor import ClassifyRenderer
+
+        return ClassifyRenderer(opt, names, save_dir)
 
     def new_metric(self, names: dict[int, str], save_dir: Path, plots: bool = False, **opts: Any) -> ClsMetric:
         return ClsMetric(names, save_dir, plots=plots, **opts)

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from utils.boxes import xyn2xy, xywhn2xyxy, xyxy2xywhn
 from utils.data.augment import aligned, augment_hsv, flip_lr, flip_ud, load_mosaic, mixup, random_perspective
+from utils.data.dataset_config import DatasetError
 from utils.data.imageio import imread, letterbox
 from utils.data.labels import NUM_THREADS, img2label_paths, labels_dir_for, scan_labels
 from utils.data.loader import available_memory, find_images, hwc_bgr_to_chw_rgb, seeded_loader, stack_for_transfer
@@ -83,7 +84,7 @@ class YoloDataset(Dataset):
         self.counts = dict(found=nf, missing=nm, empty=ne, corrupt=ncorrupt)
         self.im_files = [f for f in im_files if f in cache]  # corrupt images are left out of everything
         if not self.im_files:
-            raise ValueError(f"{prefix}No usable images in {path}: all {len(im_files)} are corrupt "
+            raise DatasetError(f"{prefix}No usable images in {path}: all {len(im_files)} are corrupt "
                              "(see the warnings above)")
         self.labels = [cache[f][0] for f in self.im_files]
         self.shapes = np.array([cache[f][1] for f in self.im_files], dtype=np.float64).reshape(-1, 2)  # (w, h)

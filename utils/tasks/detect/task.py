@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from utils.engine.task import Task
+from utils.engine.task import Task, TrainContext, ValSettings
 from utils.log import LOGGER
 from utils.tasks.detect.metric import DetMetric
 
@@ -18,6 +20,7 @@ class DetectionTask(Task):
     """Boxes from a Detect head, trained with YOLOv5's box/obj/cls loss and scored by mAP."""
 
     name = "detect"
+    post_name = "NMS"
     default_project = "runs/train"
     loss_names = ("box_loss", "obj_loss", "cls_loss")
     metric_names = DetMetric.names
@@ -83,7 +86,8 @@ class DetectionTask(Task):
 
     def postprocess(self, preds: torch.Tensor, batch: dict | None = None, conf_thres: float = 0.001,
                     iou_thres: float = 0.6, max_det: int = 300, multi_label: bool = True, agnostic: bool = False,
-                    hybrid: bool = False, nm: int = 0) -> list:
+                    hybrid: bool = False, classes: list[int] | None = None, nm: int = 0) -> list:
+        """NMS: per image (n, 6 + nm) [x1, y1, x2, y2, conf, cls, mask coefficients] in input pixels."""
         from utils.nms import non_max_suppression
 
         labels = ()
@@ -92,13 +96,82 @@ class DetectionTask(Task):
             h, w = batch["img"].shape[2:]
             t[:, 2:6] *= torch.tensor((w, h, w, h), device=t.device)
             labels = [t[t[:, 0] == i, 1:6] for i in range(batch["img"].shape[0])]
-        return non_max_suppression(preds, conf_thres, iou_thres, labels=labels, multi_label=multi_label,
-                                   agnostic=agnostic, max_det=max_det, nm=nm)
+        return non_max_suppression(preds, conf_thres, iou_thres, classes=classes, labels=labels,
+                                   multi_label=multi_label, agnostic=agnostic, max_det=max_det, nm=nm)
 
     def val_post_kw(self, data: dict, training: bool) -> dict:
         # The final pass after training uses upstream's 0.65 IoU on COCO; everything else 0.6.
         is_coco = str(data.get("val", "")).endswith("val2017.txt")
         return {"conf_thres": 0.001, "iou_thres": 0.65 if (is_coco and not training) else 0.6, "max_det": 300}
+
+    # ------------------------------------------------------------------------------------------ validation
+    def add_val_arguments(self, p: argparse.ArgumentParser) -> None:
+        """val.py's detection flags (YOLOv5 v7.0 names and defaults)."""
+        p.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold")
+        p.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
+        p.add_argument("--max-det", type=int, default=300, help="maximum detections per image")
+        p.add_argument("--task", default="val", choices=["train", "val", "test", "speed"], help="split, or speed")
+        p.add_argument("--single-cls", action="store_true", help="treat as single-class dataset")
+        p.add_argument("--augment", action="store_true", help="augmented inference (TTA)")
+        p.add_argument("--verbose", action="store_true", help="report mAP by class")
+        p.add_argument("--save-txt", action="store_true", help="save results to *.txt")
+        p.add_argument("--save-hybrid", action="store_true", help="save label+prediction hybrid results to *.txt")
+        p.add_argument("--save-conf", action="store_true", help="save confidences in --save-txt labels")
+        p.add_argument("--save-json", action="store_true", help="save a COCO-JSON results file")
+
+    def val_settings(self, opt: argparse.Namespace, data: dict, save_dir: Path) -> ValSettings:
+        """NMS thresholds and what to save; --task speed times square batches at upstream's predict thresholds."""
+        if opt.conf_thres > 0.001:
+            LOGGER.warning(f"WARNING ⚠️ confidence threshold {opt.conf_thres} > 0.001 produces invalid results")
+        speed = opt.task == "speed"
+        save_txt = opt.save_txt or opt.save_hybrid
+        if save_txt:
+            (save_dir / "labels").mkdir(parents=True, exist_ok=True)
+        json_out = [] if opt.save_json and not speed else None
+        class_map = None
+        if json_out is not None:
+            from utils.coco import coco_class_map
+
+            class_map = coco_class_map(data)  # class index -> the annotation file's category id (COCO's 1..90)
+        post = {"conf_thres": 0.25 if speed else opt.conf_thres, "iou_thres": 0.45 if speed else opt.iou_thres,
+                "max_det": opt.max_det, "agnostic": opt.single_cls, "hybrid": opt.save_hybrid}
+        metric = {"save_txt": save_txt, "save_conf": opt.save_conf, "json_out": json_out, "class_map": class_map}
+        return ValSettings(split="val" if speed else opt.task, loader_mode="speed" if speed else "val", post=post,
+                           metric=metric, single_cls=opt.single_cls, augment=opt.augment, verbose=opt.verbose,
+                           plots=not speed)
+
+    def after_val(self, result: Any, settings: ValSettings, data: dict, save_dir: Path, weights: str) -> None:
+        """--save-json: write the predictions as COCO JSON and let pycocotools score them."""
+        json_out = settings.metric.get("json_out")
+        if json_out is None:
+            return
+        from utils.coco import evaluate_coco_json
+
+        pred_json = save_dir / f"{Path(weights).stem}_predictions.json"
+        pred_json.write_text(json.dumps(json_out))
+        LOGGER.info(f"Saved {len(json_out)} predictions to {pred_json}")
+        evaluate_coco_json(pred_json, data, result)
+
+    # ------------------------------------------------------------------------------------------ prediction
+    def data_names(self, data: str) -> dict[int, str]:
+        from utils.data.dataset_config import check_dataset
+
+        return check_dataset(data, autodownload=False)["names"]  # names only: never download a set for them
+
+    def add_predict_arguments(self, p: argparse.ArgumentParser) -> None:
+        from utils.tasks.detect.predictor import add_detection_predict_arguments
+
+        add_detection_predict_arguments(p)
+
+    def predict_settings(self, opt: argparse.Namespace) -> dict:
+        """detect.py's NMS: one label per box (upstream's predict setting), optional class filter."""
+        return {"conf_thres": opt.conf_thres, "iou_thres": opt.iou_thres, "max_det": opt.max_det,
+                "classes": opt.classes, "agnostic": opt.agnostic_nms, "multi_label": False}
+
+    def renderer(self, opt: argparse.Namespace, names: dict[int, str], save_dir: Path) -> Any:
+        from utils.tasks.detect.predictor import DetectRenderer
+
+        return DetectRenderer(opt, names, save_dir)
 
     def new_metric(self, names: dict[int, str], save_dir: Path, plots: bool = False, **opts: Any) -> DetMetric:
         return DetMetric(names, save_dir, plots=plots, **opts)
@@ -107,28 +180,26 @@ class DetectionTask(Task):
         return float(np.dot([figures.get(n, 0.0) for n in self.metric_names], self.fitness_weights))
 
     # ------------------------------------------------------------------------------------------ hooks
-    def on_train_start(self, trainer: Any) -> None:
-        cfg, ds = trainer.cfg, trainer.dataset
-        labels = np.concatenate(ds.labels, 0) if len(ds.labels) else np.zeros((0, 5))
-        if trainer.main and not cfg.noplots:
+    def on_train_start(self, ctx: TrainContext) -> None:
+        labels = np.concatenate(ctx.dataset.labels, 0) if len(ctx.dataset.labels) else np.zeros((0, 5))
+        if ctx.main and not ctx.cfg.noplots:
             try:
                 from utils.plots import plot_labels
 
-                plot_labels(labels, list(trainer.names.values()), trainer.save_dir)
+                plot_labels(labels, list(ctx.names.values()), ctx.save_dir)
             except Exception as e:  # noqa: BLE001 - plots are a courtesy, never a reason to stop training
                 LOGGER.warning(f"WARNING ⚠️ label plots failed: {e}")
-        if trainer.main and not cfg.noautoanchor:
+        if ctx.main and not ctx.cfg.noautoanchor:
             from utils.tasks.detect.autoanchor import check_anchors
 
-            check_anchors(ds, model=trainer.model, thr=trainer.hyp["anchor_t"], imgsz=trainer.imgsz)
-        trainer.model.half().float()  # round anchors to fp16 precision, as they will be stored
+            check_anchors(ctx.dataset, model=ctx.model, thr=ctx.hyp["anchor_t"], imgsz=ctx.imgsz)
+        ctx.model.half().float()  # round anchors to fp16 precision, as they will be stored
 
-    def on_epoch_start(self, trainer: Any, epoch: int) -> None:
-        if not trainer.cfg.image_weights:
+    def on_epoch_start(self, ctx: TrainContext, epoch: int) -> None:
+        if not ctx.cfg.image_weights:
             return
-        ds, nc = trainer.dataset, trainer.nc
-        maps = getattr(trainer, "maps", None)
-        maps = np.zeros(nc) if maps is None else maps
+        ds, nc = ctx.dataset, ctx.nc
+        maps = np.zeros(nc) if ctx.maps is None else ctx.maps
         labels = [lb[:, 0].astype(int) for lb in ds.labels]
         counts = np.bincount(np.concatenate(labels), minlength=nc).astype(float) if labels else np.ones(nc)
         cw = (1.0 / np.maximum(counts, 1)) * (1 - maps) ** 2 / nc

@@ -35,9 +35,9 @@ class SegMetric(DetMetric):
 
     n_correct = 2  # mask hits, then box hits: upstream's order in its stats rows
 
-    def _unpack(self, item: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(detections (n, 6) xyxy/conf/cls, masks (n, h, w)) of one image."""
-        return item
+    def _unpack(self, item) -> tuple[torch.Tensor, torch.Tensor]:
+        """(detections (n, 6) xyxy/conf/cls, masks (n, h, w)): the first two fields of a SegPrediction."""
+        return item[0], item[1]
 
     def _match(self, predn: torch.Tensor, labelsn: torch.Tensor, iouv: torch.Tensor, extra: torch.Tensor,
                batch: dict, si: int, sel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

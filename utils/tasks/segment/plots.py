@@ -49,7 +49,8 @@ def plot_val_batch_masks(batch: dict, preds: list, save_dir: Path, index: int,
     plot_images(labelled, targets, batch["paths"], save_dir / f"val_batch{index}_labels.jpg", names=names)
     shown = img.detach().float().clone()
     rows = []
-    for i, (det, masks) in enumerate(preds):
+    for i, pred in enumerate(preds):
+        det, masks = pred.det, pred.masks
         keep = det[:, 4] > PLOT_CONF
         _blend(shown[i], masks[keep], det[keep, 5].int().tolist())
         rows.append(torch.cat((torch.full((len(det), 1), i, device=det.device), det[:, 5:6],

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
+from utils.engine.task import ValSettings
 from utils.log import LOGGER
 from utils.tasks.detect.task import DetectionTask
 from utils.tasks.segment.metric import SegMetric
 
 NM = 32  # mask coefficients per detection (the Segment head's nm)
+
+
+class SegPrediction(NamedTuple):
+    """One image's instance-segmentation result."""
+
+    det: torch.Tensor  # (n, 6) x1, y1, x2, y2, conf, cls in input pixels
+    masks: torch.Tensor | None  # (n, h, w) binary masks, or None when the caller assembles them
+    coefs: torch.Tensor  # (n, 32) mask coefficients
+    proto: torch.Tensor  # (32, h/4, w/4) the image's prototypes
 
 
 class SegmentationTask(DetectionTask):
@@ -24,6 +35,7 @@ class SegmentationTask(DetectionTask):
     """
 
     name = "segment"
+    tta = False  # flipped/scaled passes would need their prototypes merged too: not done (upstream crashes)
     default_project = "runs/train-seg"
     loss_names = ("box_loss", "seg_loss", "obj_loss", "cls_loss")
     metric_names = SegMetric.names
@@ -68,16 +80,42 @@ class SegmentationTask(DetectionTask):
         """Eval output (decoded, proto, raw maps) -> ((decoded, proto), (raw maps, proto))."""
         return (out[0], out[1]), (out[2], out[1]) if len(out) > 2 else None
 
-    def postprocess(self, preds: Any, batch: dict | None = None, shape: tuple[int, int] | None = None,
-                    **kw: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """NMS with mask coefficients, then per image (detections (n, 6) xyxy/conf/cls, binary masks (n, h, w))."""
+    def postprocess(self, preds: Any, batch: dict | None = None, masks: bool = True,
+                    **kw: Any) -> list[SegPrediction]:
+        """NMS with mask coefficients; per image its detections (n, 6) and, when `masks`, binary masks (n, h, w).
+
+        Masks are at prototype resolution (at input resolution with retina_masks) in input coordinates; without
+        `masks` (prediction) the renderer assembles them at the size it draws at, from coefs and proto.
+        """
         from utils.tasks.segment.masks import process_mask
 
         pred, proto = preds
         dets = super().postprocess(pred, batch=batch, nm=NM, **kw)
-        shape = tuple(batch["img"].shape[2:]) if batch is not None else tuple(shape)
-        return [(d[:, :6], process_mask(p, d[:, 6:], d[:, :4], shape, upsample=self.retina_masks))
-                for d, p in zip(dets, proto)]
+        shape = tuple(batch["img"].shape[2:]) if batch is not None else None
+        return [SegPrediction(d[:, :6], process_mask(p, d[:, 6:], d[:, :4], shape, upsample=self.retina_masks)
+                              if masks else None, d[:, 6:], p) for d, p in zip(dets, proto)]
+
+    def add_val_arguments(self, p: argparse.ArgumentParser) -> None:
+        """Detection's val flags plus --retina-masks."""
+        super().add_val_arguments(p)
+        p.add_argument("--retina-masks", action="store_true", help="score masks at input resolution (default: 1/4)")
+
+    def val_settings(self, opt: argparse.Namespace, data: dict, save_dir: Path) -> ValSettings:
+        self.retina_masks = opt.retina_masks
+        return super().val_settings(opt, data, save_dir)
+
+    def add_predict_arguments(self, p: argparse.ArgumentParser) -> None:
+        """detect.py's flags plus --retina-masks."""
+        super().add_predict_arguments(p)
+        p.add_argument("--retina-masks", action="store_true", help="whether to plot masks in native resolution")
+
+    def predict_settings(self, opt: argparse.Namespace) -> dict:
+        return {**super().predict_settings(opt), "masks": False}  # the renderer assembles them at drawing size
+
+    def renderer(self, opt: argparse.Namespace, names: dict[int, str], save_dir: Path) -> Any:
+        from utils.tasks.segment.predictor import SegmentRenderer
+
+        return SegmentRenderer(opt, names, save_dir)
 
     def new_metric(self, names: dict[int, str], save_dir: Path, plots: bool = False, **opts: Any) -> SegMetric:
         return SegMetric(names, save_dir, plots=plots, overlap=self.overlap, **opts)
