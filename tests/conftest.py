@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -14,6 +15,9 @@ sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
 FIXTURES = SHARED / "fixtures" / "yolov5-v7.0"
 DATASETS = SHARED / "datasets"
+
+# A developer's own W&B login must not send every test training online; tests of the W&B logger set their own mode.
+os.environ["WANDB_MODE"] = "disabled"
 
 
 def need(path: Path) -> Path:

@@ -61,6 +61,13 @@ class TrainConfig:
     local_rank: int = _f(-1, "set by torch.distributed.launch; torchrun uses LOCAL_RANK instead")
     compile: bool = _f(False, "torch.compile the model for training (falls back to eager with a warning)")
     max_train_seconds: float = _f(0.0, "stop after the epoch that passes this many seconds (0 = no limit)")
+    # Experiment tracking (utils/loggers): TensorBoard when installed; W&B as WANDB_MODE and a login say (README).
+    entity: str = _f("", "W&B entity (user or team) to log under ('' = the account's default)")
+    upload_dataset: str = _f("", "W&B: log the dataset as an artifact ('val': only the val split)", "--upload_dataset",
+                             nargs="?", const="True")
+    bbox_interval: int = _f(-1, "log validation images with predicted boxes every N epochs (-1: a tenth of training "
+                                "when W&B is on, else never; 0: never)", "--bbox_interval")
+    upload_model: bool = _f(False, "W&B: log weights/best.pt as a model artifact at the end", "--upload_model")
     # Task-specific switches are harmless elsewhere; keeping them here keeps one config for all tasks.
     mask_ratio: int = _f(4, "instance segmentation: ground-truth mask downsample ratio")
     no_overlap: bool = _f(False, "instance segmentation: one binary mask per object instead of an index map")

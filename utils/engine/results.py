@@ -13,8 +13,8 @@ class ResultsLog:
     def __init__(self, path: Path, columns: list[str], width: int = 20):
         self.path, self.columns, self.width = Path(path), ["epoch", *columns], width
 
-    def append(self, epoch: int, values: list[float]) -> None:
-        """Write one epoch's row (the header first when the file is new)."""
+    def append(self, epoch: int, values: list[float]) -> dict[str, float]:
+        """Write one epoch's row (the header first when the file is new); returns it keyed by column name."""
         if len(values) != len(self.columns) - 1:
             raise ValueError(f"results row has {len(values)} values for {len(self.columns) - 1} columns")
         w = self.width
@@ -23,6 +23,7 @@ class ResultsLog:
         row = ((f"%{w}.5g," * len(self.columns)) % (epoch, *values)).rstrip(",") + "\n"
         with open(self.path, "a") as f:
             f.write(header + row)
+        return dict(zip(self.columns[1:], values))
 
     def plot(self) -> None:
         """results.png next to the csv."""

@@ -40,6 +40,7 @@ from utils.engine.resume import find_resume_checkpoint
 from utils.engine.task import Task, TrainContext
 from utils.errors import ConfigError
 from utils.log import LOGGER, colorstr
+from utils.loggers import Loggers
 from utils.optim import clip_gradients, lr_lambda, nominal_accumulate, scale_weight_decay, smart_optimizer, warmup
 from utils.paths import find_file, increment_path
 
@@ -102,6 +103,7 @@ class Trainer:
         self.cfg, self.task, self.hyp_in = cfg.check(), task, hyp
         self.rank, self.world = dist.rank(), dist.world_size()
         self.main = dist.is_main()
+        self.loggers = Loggers()  # none until setup starts rank 0's
 
     # ------------------------------------------------------------------------------------------ set-up
     def setup(self) -> None:
@@ -154,6 +156,9 @@ class Trainer:
         cols = [f"train/{n}" for n in self.task.loss_names] + list(self.task.metric_names) + \
                [f"val/{n}" for n in self.task.loss_names] + ["x/lr0", "x/lr1", "x/lr2"]
         self.results_log = ResultsLog(self.save_dir / "results.csv", cols) if self.main else None
+        if self.main:
+            self.loggers = Loggers.create(cfg, self.save_dir)
+            self.loggers.on_train_start(cfg.to_dict(), self.hyp_raw, self.data)
 
     def _resume_checkpoint(self) -> dict | None:
         """With --resume: load last.pt and continue with the options it was trained with (where to run may change)."""
@@ -307,6 +312,7 @@ class Trainer:
             self._loop()
             return self._finish()
         finally:
+            self.loggers.close()
             dist.cleanup()
 
     def _loop(self) -> None:
@@ -413,7 +419,8 @@ class Trainer:
         self.ema.update_attr(self.model, include=["yaml", "nc", "hyp", "names", "stride"])
         figures, vloss = {}, np.zeros(len(self.task.loss_names))
         if not cfg.noval or final:
-            res = self.evaluator(self.ema.ema, self.criterion)
+            with self.loggers.val_images(self.evaluator, epoch):  # --bbox-interval
+                res = self.evaluator(self.ema.ema, self.criterion)
             figures, vloss = res.figures, res.losses if res.losses is not None else vloss
             self.ctx.maps = res.metric.maps
         fi = self.task.fitness(figures) if figures else 0.0
@@ -421,8 +428,9 @@ class Trainer:
         if fi >= self.best_fitness:
             self.best_fitness = fi
         self.final_figures = figures
-        self.results_log.append(epoch, [*mloss.tolist(), *[figures.get(n, 0.0) for n in self.task.metric_names],
-                                        *vloss.tolist(), *lr])
+        row = self.results_log.append(epoch, [*mloss.tolist(), *[figures.get(n, 0.0) for n in self.task.metric_names],
+                                              *vloss.tolist(), *lr])
+        self.loggers.on_epoch_end(epoch, row)
         if not cfg.nosave or final:
             self._save(epoch, fi)
         return stop
@@ -469,5 +477,6 @@ class Trainer:
             figures = ev(model, self.criterion).figures
         if not self.cfg.noplots:
             self.results_log.plot()
+        self.loggers.on_fit_end(self.save_dir, self.best, figures)
         LOGGER.info(f"Results saved to {colorstr('bold', str(self.save_dir))}")
         return figures
