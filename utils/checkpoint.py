@@ -48,7 +48,7 @@ def half_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def task_of(model: torch.nn.Module) -> str:
     """The model's kind ('detect', 'segment', 'classify', ...), as its class declares it."""
-    return model.task
+    return getattr(model, "task", "detect")  # a plain module declares none: saved as YOLOv5's default kind
 
 
 def rng_state() -> dict[str, Any]:
