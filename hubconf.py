@@ -45,12 +45,14 @@ if __name__ == "__main__":
     from utils.engine.cli import run_main
     from utils.paths import ROOT
 
+    entries = sorted(k for k, v in globals().items() if callable(v) and getattr(v, "__name__", "") == k
+                     and k.startswith("yolov5"))
     parser = argparse.ArgumentParser(description="Load a hub model and predict on data/images")
-    parser.add_argument("--model", type=str, default="yolov5s", help="entry point name, e.g. yolov5n or yolov5s_seg")
+    parser.add_argument("--model", type=str, default="yolov5s", choices=entries, help="entry point name")
     opt = parser.parse_args()
 
     def main() -> None:
-        model = globals()[opt.model.replace("-", "_")]()
+        model = globals()[opt.model]()
         model(sorted(str(p) for p in (ROOT / "data/images").glob("*.jpg"))).print()
 
     run_main(main)

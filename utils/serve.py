@@ -42,8 +42,9 @@ class Served:
     def __init__(self, model):
         self.model = model
         # One forward at a time per model: a forward rebuilds the Detect head's cached grids when the input shape
-        # changes, so two concurrent calls with different shapes could read each other's grids; and CPU inference
-        # already uses every core, so running them side by side would only make both slower.
+        # changes, so two concurrent calls with different shapes could read each other's grids; and each forward
+        # already spreads over every core (torch's intra-op threads). Reading, checking and decoding uploads run
+        # outside the lock, in parallel, and different models predict side by side.
         self.lock = threading.Lock()
 
 

@@ -183,9 +183,9 @@ class Detections(Results):
     def _draw(self, i: int, labels: bool) -> np.ndarray:
         ann = Annotator(self.ims[i][..., ::-1].copy())  # drawn in BGR with the palette detect.py uses
         if self.semantic is not None:
-            lut = np.array([colors(k, True) for k in range(256)], np.float32)
-            m = self.semantic[i].cpu().numpy()
-            ann.im[:] = (ann.im * 0.5 + lut[m % 256] * 0.5).astype(np.uint8)
+            lut = np.array([colors(k, True) for k in range(20)], np.float32)  # the palette's 20 colours, cycled
+            m = self.semantic[i].cpu().numpy().astype(np.int64)
+            ann.im[:] = (ann.im * 0.5 + lut[m % len(lut)] * 0.5).astype(np.uint8)
         det = self.pred[i]
         if self.masks is not None and len(det):
             ann.masks(self.masks[i].cpu().numpy(), [colors(int(c), True) for c in det[:, 5].tolist()], alpha=0.5)
