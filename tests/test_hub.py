@@ -400,12 +400,17 @@ def test_detect_py_parity_on_a_trained_checkpoint(tmp_path):
     save_dir = detect.run(weights=[str(w)], source=str(IMAGE2), imgsz=[320], save_txt=True, save_conf=True,
                           nosave=True, project=str(tmp_path), name="exp")
     rows = np.loadtxt(save_dir / "labels" / "shapes2.txt", ndmin=2)
-    r = hub_load("custom", path=str(w))(IMAGE2, size=320)
+    m = hub_load("custom", path=str(w))
+    r = m(IMAGE2, size=320)
     assert r.names == {0: "rect", 1: "circle", 2: "triangle"}
     hub = r.xywhn[0].numpy()
     assert len(rows) == len(hub) >= 3
     np.testing.assert_allclose(np.sort(rows[:, 5]), np.sort(hub[:, 4]), atol=1e-5)
     np.testing.assert_allclose(rows[np.argsort(-rows[:, 5]), 1:5], hub[np.argsort(-hub[:, 4]), :4], atol=1.01 / 360)
+    half = m.half()(IMAGE2, size=320).pred[0]  # fp16 weights and input, float32 results
+    assert half.dtype == torch.float32 and half.shape == r.pred[0].shape
+    full = r.pred[0]  # near-equal scores may swap places in fp16: compare in left-to-right order
+    torch.testing.assert_close(half[half[:, 0].argsort(), :4], full[full[:, 0].argsort(), :4], atol=1.0, rtol=0)
 
 
 def test_instance_segmentation_returns_masks(tmp_path):

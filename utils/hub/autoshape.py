@@ -149,7 +149,8 @@ class AutoShape(nn.Module):
         proto = out[1] if len(out) > 1 and isinstance(out[1], torch.Tensor) and out[1].ndim == 4 else None
         logits = out[2] if len(out) > 2 and isinstance(out[2], torch.Tensor) and out[2].ndim == 4 else None
         nm = proto.shape[1] if proto is not None else 0
-        dets = non_max_suppression(out[0], opts["conf"], opts["iou"], opts["classes"], opts["agnostic"],
+        # NMS in float32: under AMP or .half() the boxes arrive in fp16, whose box areas overflow beyond 256 px sides
+        dets = non_max_suppression(out[0].float(), opts["conf"], opts["iou"], opts["classes"], opts["agnostic"],
                                    opts["multi_label"], max_det=opts["max_det"], nm=nm)
         if logits is not None and tuple(logits.shape[2:]) != tuple(x.shape[2:]):
             logits = F.interpolate(logits.float(), size=tuple(x.shape[2:]), mode="bilinear", align_corners=False)
