@@ -92,6 +92,13 @@ def test_pretrained_false_builds_random_models():
     raw = hub_load("yolov5n6", pretrained=False, channels=4, classes=3, autoshape=False)
     assert raw.training and raw.model[0].conv.in_channels == 4 and raw.model[-1].nc == 3  # ready to train
     assert int(raw.stride.max()) == 64
+    from utils.checkpoint import prepare_inference
+    from utils.hub.autoshape import AutoShape
+
+    four = AutoShape(prepare_inference(raw))
+    assert four(torch.rand(1, 4, 128, 128), conf=0.0, max_det=3).s == (1, 4, 128, 128)
+    with pytest.raises(ImageInputError, match="4-channel input"):
+        four(IMAGE)
     cls = hub_load("yolov5n_cls", pretrained=False, classes=5)
     assert cls.task == "classify" and len(cls.names) == 5
 

@@ -28,6 +28,7 @@ from fastapi import FastAPI, File, HTTPException, Query, UploadFile  # noqa: E40
 from fastapi.responses import JSONResponse  # noqa: E402
 
 from utils.data.imageio import imdecode  # noqa: E402
+from utils.hub.create import custom  # noqa: E402
 from utils.hub.inputs import ImageInputError  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
 
@@ -50,8 +51,6 @@ class Served:
 
 def load_models(weights: list[str], device: str = "") -> dict[str, Served]:
     """Load each checkpoint once, keyed by file stem; two files with the same stem are refused."""
-    from utils.hub.create import custom
-
     stems = [Path(w).stem for w in weights]
     dup = sorted({s for s in stems if stems.count(s) > 1})
     if dup:

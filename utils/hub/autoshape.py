@@ -111,6 +111,9 @@ class AutoShape(nn.Module):
         items = list(ims) if isinstance(ims, (list, tuple)) else [ims]
         if not items:
             raise ImageInputError("no images given (an empty list)")
+        if self.ch != 3:
+            raise ImageInputError(f"this model takes {self.ch}-channel input, not images: pass a float 0-1 "
+                                  f"(B,{self.ch},H,W) tensor")
         images, files = zip(*(to_rgb(im, i) for i, im in enumerate(items)))
         if self.task == "classify":
             s = size or 224
