@@ -63,7 +63,10 @@ def imdecode(buf: bytes | bytearray | np.ndarray) -> np.ndarray | None:
     if buf.size == 0:
         return None
     # Decode without OpenCV's own rotation and apply the tag ourselves, so the rule is the same for every format.
-    im = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    try:
+        im = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error:  # e.g. a header claiming more pixels than OpenCV allows: unreadable, like a broken file
+        return None
     if im is None:
         return None
     return apply_orientation(im, exif_orientation(buf))
