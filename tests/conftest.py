@@ -62,3 +62,30 @@ def write_tiny_shapes(root: Path, n_train: int = 16, n_val: int = 8, seed: int =
 def tiny_data(tmp_path_factory) -> str:
     """A 24-image synthetic detection set (16 train, 8 val), generated once per test session."""
     return str(write_tiny_shapes(tmp_path_factory.mktemp("shapes")))
+
+
+def write_checkpoint(path: Path, cfg: str = "yolov5n.yaml", nc: int = 4, seed: int = 0, cls: bool = False,
+                     sharp: bool = False) -> Path:
+    """A randomly initialised model saved as one of our checkpoints (cls=True: the cfg's backbone + Classify head).
+
+    sharp=True scales the detection head's weights by 1e5 and zeroes its biases: a fresh model's outputs barely
+    depend on the image (confidences all ~0.004), this one's spread over 0.2-0.45 and change with every pixel,
+    so tests can tell inputs apart and see thresholds act.
+    """
+    import torch
+
+    from models.yolo import ClassificationModel, DetectionModel, build_model
+    from utils.checkpoint import make_checkpoint, save_checkpoint
+    from utils.log import quiet
+
+    torch.manual_seed(seed)
+    with quiet():
+        cfg_path = ROOT / "models" / cfg
+        m = ClassificationModel(model=DetectionModel(cfg_path), nc=nc) if cls else build_model(cfg_path, nc=nc)
+    if sharp:
+        with torch.no_grad():
+            for conv in m.model[-1].m:
+                conv.weight *= 1e5
+                conv.bias.zero_()
+    m.names = {i: f"shape{i}" for i in range(nc)}
+    return save_checkpoint(make_checkpoint(m, half=False), path)

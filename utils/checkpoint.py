@@ -223,7 +223,12 @@ def load_model(weights: str | Path | list | tuple, device: str | torch.device = 
             LOGGER.warning(f"WARNING ⚠️ ensembles are not supported, using {weights[0]} only")
         weights = weights[0]
     path = attempt_download(weights)
-    model = build_from_checkpoint(load_checkpoint(path), path)
+    return prepare_inference(build_from_checkpoint(load_checkpoint(path), path), device, fuse, inplace)
+
+
+def prepare_inference(model: torch.nn.Module, device: str | torch.device = "cpu", fuse: bool = True,
+                      inplace: bool = True) -> torch.nn.Module:
+    """Make a built model ready to predict: in-place activations, eval, no gradients, fused, channels_last."""
     for m in model.modules():
         # upstream's attempt_load switches activations and heads to in-place for inference
         if type(m).__name__ in ("Hardswish", "LeakyReLU", "ReLU", "ReLU6", "SiLU", "Detect", "Segment"):

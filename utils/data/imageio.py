@@ -54,6 +54,12 @@ def imread(path: str | Path) -> np.ndarray | None:
         buf = np.fromfile(str(path), dtype=np.uint8)  # np.fromfile + imdecode copes with non-ASCII paths
     except OSError:
         return None
+    return imdecode(buf)
+
+
+def imdecode(buf: bytes | bytearray | np.ndarray) -> np.ndarray | None:
+    """Decode encoded image bytes to a BGR uint8 array (EXIF orientation applied); None if they are not an image."""
+    buf = np.frombuffer(buf, dtype=np.uint8) if isinstance(buf, (bytes, bytearray)) else buf
     if buf.size == 0:
         return None
     # Decode without OpenCV's own rotation and apply the tag ourselves, so the rule is the same for every format.
