@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from utils.data.sample import labels_of
 from utils.tasks.detect.dataset import YoloDataset, create_dataloader
 from utils.tasks.segment.dataset import SegmentDataset
 
@@ -62,19 +63,20 @@ def _sha(a) -> str:
 # --- the only place that knows the dataset API -----------------------------------------------------------------------
 def _sample(ds, k):
     """(image HWC BGR, labels (n, 5) cls xywhn, pixel polygons, shapes) of one augmented sample."""
-    img, labels, segments, shapes = ds.get_sample(k)
-    return img, labels, segments, shapes
+    s = ds.get_sample(k)
+    return s["img"], labels_of(s), s["segments"], s["shapes"]
 
 
 def _item(ds, k):
     """(image CHW tensor, targets (n, 6), path, shapes, masks or None) of dataset[k]."""
     out = ds[k]
-    return (*out[:4], out[4] if len(out) > 4 else None)
+    return out["img"], out["targets"], out["path"], out["shapes"], out.get("masks")
 
 
 def _collated(batch):
     """(images, targets, paths, shapes, masks or None) of a collated batch."""
-    return (*batch[:4], batch[4] if len(batch) > 4 else None)
+    return batch["img"], batch["targets"], batch["paths"], batch["shapes"], batch.get("masks")
+
 # ----------------------------------------------------------------------------------------------------------------------
 
 

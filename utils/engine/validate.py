@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from utils.checkpoint import load_model
+from utils.data.loader import LoaderOptions
 from utils.device import select_device
 from utils.downloads import attempt_download
 from utils.engine.evaluator import EvalResult, Evaluator
@@ -62,8 +63,7 @@ def validate(opt: argparse.Namespace, task: Task) -> EvalResult:
     split = "val" if speed else opt.task
     if not data.get(split):
         raise FileNotFoundError(f"{opt.data}: no '{split}' split defined")
-    loader_cfg = argparse.Namespace(imgsz=imgsz, single_cls=opt.single_cls, cache=None, rect=False, workers=opt.workers,
-                                    image_weights=False, quad=False, seed=0)
+    loader_cfg = LoaderOptions(imgsz=imgsz, single_cls=opt.single_cls, workers=opt.workers).with_data(data)
     loader, _ = task.build_dataloader(data[split], loader_cfg, {}, opt.batch_size, gs,
                                       mode="speed" if speed else "val")
     post_kw = {"conf_thres": 0.25 if speed else opt.conf_thres, "iou_thres": 0.45 if speed else opt.iou_thres,

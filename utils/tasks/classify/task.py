@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from utils.data.loader import LoaderOptions
 from utils.engine.task import Task
 from utils.tasks.classify.metric import ClsMetric
 
@@ -58,15 +59,15 @@ class ClassificationTask(Task):
                     m.p = float(hyp["dropout"])
         return model
 
-    def build_dataloader(self, path: Any, cfg: Any, hyp: dict, batch_size: int, stride: int, mode: str,
+    def build_dataloader(self, path: Any, opts: LoaderOptions, hyp: dict, batch_size: int, stride: int, mode: str,
                          rank: int = -1, nc: int | None = None):
         from utils.tasks.classify.dataset import create_classify_dataloader
 
         train = mode == "train"
         return create_classify_dataloader(
-            path, cfg.imgsz, batch_size, augment=train, hyp=hyp, cache=(cfg.cache or None) if train else None,
-            rank=rank if train else -1, workers=cfg.workers if train else cfg.workers * 2, shuffle=train,
-            seed=cfg.seed, prefix="train: " if train else "val: ")
+            path, opts.imgsz, batch_size, augment=train, hyp=hyp, cache=opts.cache if train else None,
+            rank=rank if train else -1, workers=opts.workers if train else opts.workers * 2, shuffle=train,
+            seed=opts.seed, prefix="train: " if train else "val: ")
 
     def preprocess(self, batch: Any, device: torch.device, half: bool = False) -> dict:
         from utils.tasks.classify.transforms import normalize
