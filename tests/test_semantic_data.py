@@ -365,3 +365,25 @@ def test_coco128_boxes_and_semantic_masks_load_together(tmp_path):
     mirrored = [v for it in items if it["has_semantic"] for v in box_coverage(it, 0, person, flip=True)]
     assert len(cover) >= 20
     assert np.median(cover) > 0.4 and np.mean(cover) > np.mean(mirrored) + 0.15  # person boxes hold person pixels
+
+
+def test_cityscapes_hyp_selects_the_scale_crop_recipe(tmp_path):
+    import yaml
+    from conftest import ROOT
+
+    from utils.tasks.detect.dataset import DEFAULT_AUG
+
+    hyp = yaml.safe_load((ROOT / "data" / "hyps" / "hyp.cityscapes.yaml").read_text())
+    low = yaml.safe_load((ROOT / "data" / "hyps" / "hyp.scratch-low.yaml").read_text())
+    assert set(hyp) == set(low) | set(DEFAULT_AUG)  # every key is one the code reads
+    assert hyp["mosaic"] == 0 and hyp["scale_crop"] == 1 and (hyp["scale_min"], hyp["scale_max"]) == (0.5, 2.0)
+    no_colour = {"hsv_h": 0.0, "hsv_s": 0.0, "hsv_v": 0.0}  # colour is what assert_aligned reads the classes from
+    ds = dataset(write_set(tmp_path, sizes=((32, 64),)), augment=True, hyp={**hyp, **no_colour})
+    random.seed(0)
+    shapes = set()
+    for k in range(len(ds)):
+        item = ds[k]
+        assert item["img"].shape == (3, 32, 64)  # crop_h 0.5, crop_w 1.0 of --img 64
+        assert_aligned(item)
+        shapes.add(int((item["semantic"] != 255).sum()))
+    assert len(shapes) > 1  # the scale varies
