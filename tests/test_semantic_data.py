@@ -225,6 +225,9 @@ def test_mixed_label_kinds_and_collated_batch(tmp_path, log):
     write_set(tmp_path, n=4, labels=True, masks=True, seed=0)
     write_set(tmp_path, n=3, labels=False, masks=True, seed=1)  # segmentation-only images
     write_set(tmp_path, n=3, labels=True, masks=False, seed=2)  # detection-only images
+    seg_only = write_set(tmp_path / "seg_only", n=2, labels=False)
+    assert not dataset(seg_only).has_boxes.any()
+    assert not any("no labels folder" in r.getMessage() for r in log.records)  # normal for a set with masks
     ds = dataset(tmp_path / "images" / "train", augment=True, hyp={**NO_AUG, "mosaic": 1.0, "mixup": 0.5})
     kinds = {Path(f).stem[:2]: (b, s) for f, b, s in zip(ds.im_files, ds.has_boxes, ds.has_semantic)}
     assert kinds == {"s0": (True, True), "s1": (False, True), "s2": (True, False)}
@@ -387,3 +390,12 @@ def test_cityscapes_hyp_selects_the_scale_crop_recipe(tmp_path):
         assert_aligned(item)
         shapes.add(int((item["semantic"] != 255).sum()))
     assert len(shapes) > 1  # the scale varies
+
+
+def test_quad_is_refused_before_training_starts(tmp_path, log):
+    loader, _ = create_dataloader(str(write_set(tmp_path)), 64, 4, 32, workers=0, quad=True,
+                                  dataset_cls=SemanticDataset, dataset_kw={"semantic": SEM})
+    assert loader.collate_fn is SemanticDataset.collate_fn
+    assert any("--quad is not supported by SemanticDataset" in r.getMessage() for r in log.records)
+    with pytest.raises(ValueError, match="quad"):
+        SemanticDataset.collate_fn4([])

@@ -247,12 +247,14 @@ def warn_missing_label_dirs(im_files: list[str], label_files: list[str], prefix:
 
 
 def scan_labels(im_files: list[str], label_files: list[str], cache_path: Path, prefix: str = "",
-                num_cls: int | None = None) -> dict:
+                num_cls: int | None = None, warn_missing_dirs: bool = True) -> dict:
     """Verified labels for all images, from the cache when it is current, else by a parallel scan (then cached).
 
     Returns {im_file: [labels, (w, h), segments], 'results': (nf, nm, ne, nc, n), 'msgs': [...], ...}.
+    warn_missing_dirs: False where a missing labels folder is normal (a set with masks and no boxes).
     """
-    warn_missing_label_dirs(im_files, label_files, prefix)
+    if warn_missing_dirs:
+        warn_missing_label_dirs(im_files, label_files, prefix)
     hash_ = get_hash(label_files + im_files)
     cache = load_cache(cache_path, hash_)
     if cache is not None:

@@ -83,6 +83,7 @@ class YoloDataset(Dataset):
     image_interp = cv2.INTER_LINEAR  # resampling of training images (nearest keeps pixel values, for tests)
     mask_fill = IGNORE_INDEX  # what geometric ops put in a mask where no source pixel lands
     cache_bytes_factor = 1.0  # RAM a cached sample takes relative to its resized image
+    supports_quad = True  # collate_fn4 tiles images; datasets with masks can't follow it
 
     def __init__(self, path, img_size: int = 640, batch_size: int = 16, augment: bool = False, hyp: dict | None = None,
                  rect: bool = False, image_weights: bool = False, cache_images: str | None = None,
@@ -102,7 +103,8 @@ class YoloDataset(Dataset):
 
         im_files = find_images(path, prefix)
         cache = scan_labels(im_files, img2label_paths(im_files, images_dir, labels_dir),
-                            _cache_path(path, images_dir, labels_dir), prefix, nc)
+                            _cache_path(path, images_dir, labels_dir), prefix, nc,
+                            warn_missing_dirs=not self.labels_optional())
         nf, nm, ne, ncorrupt, _ = cache["results"]
         self.counts = dict(found=nf, missing=nm, empty=ne, corrupt=ncorrupt)
         self.im_files = [f for f in im_files if f in cache]  # corrupt images are left out of everything
@@ -427,6 +429,10 @@ def create_dataloader(path, imgsz: int, batch_size: int, stride: int, single_cls
     if rect and shuffle:
         LOGGER.warning("WARNING ⚠️ --rect is incompatible with DataLoader shuffle, setting shuffle=False")
         shuffle = False
+    if quad and not dataset_cls.supports_quad:
+        LOGGER.warning(f"WARNING ⚠️ --quad is not supported by {dataset_cls.__name__} (its masks can't be tiled), "
+                       "ignoring it")
+        quad = False
     dataset = dataset_cls(path, imgsz, batch_size, augment=augment, hyp=hyp, rect=rect, image_weights=image_weights,
                           cache_images=cache if cache in ("ram", "disk") else ("ram" if cache is True else None),
                           single_cls=single_cls, stride=int(stride), pad=pad, min_items=min_items, prefix=prefix,

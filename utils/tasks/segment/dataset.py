@@ -41,6 +41,8 @@ class SegmentDataset(YoloDataset):
         """YoloDataset's batch plus masks concatenated on dim 0 (one per image, or one per label)."""
         return {**YoloDataset.collate_fn(batch), "masks": torch.cat([b["masks"] for b in batch], 0)}
 
+    supports_quad = False
+
     @staticmethod
     def collate_fn4(batch):
         """The quad collate tiles images, which the mask maps do not follow: refuse instead of mislabelling."""

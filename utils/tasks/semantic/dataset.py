@@ -123,6 +123,8 @@ class SemanticDataset(YoloDataset):
                 "has_semantic": torch.tensor([b["has_semantic"] for b in batch], dtype=torch.bool),
                 "has_boxes": torch.tensor([b["has_boxes"] for b in batch], dtype=torch.bool)}
 
+    supports_quad = False
+
     @staticmethod
     def collate_fn4(batch):
         """The quad collate tiles images; refuse rather than mislabel the masks."""
