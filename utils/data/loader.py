@@ -44,9 +44,11 @@ class LoaderOptions:
     @classmethod
     def from_config(cls, cfg: Any, data: dict | None = None) -> LoaderOptions:
         """From a TrainConfig (flags) and the checked data dict."""
+        ratio, no_overlap = getattr(cfg, "mask_ratio", None), getattr(cfg, "no_overlap", None)  # segmentation's
         opts = cls(imgsz=int(cfg.imgsz), single_cls=bool(cfg.single_cls), cache=cfg.cache or None, rect=bool(cfg.rect),
                    workers=int(cfg.workers), image_weights=bool(cfg.image_weights), quad=bool(cfg.quad),
-                   seed=int(cfg.seed), mask_ratio=int(cfg.mask_ratio), overlap=not cfg.no_overlap)
+                   seed=int(cfg.seed), mask_ratio=None if ratio is None else int(ratio),
+                   overlap=None if no_overlap is None else not no_overlap)
         return opts.with_data(data or {})
 
     def with_data(self, data: dict) -> LoaderOptions:
