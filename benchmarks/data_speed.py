@@ -86,7 +86,7 @@ def patch_stages(ds: YoloDataset, timer: StageTimer) -> list:
     put(dataset_mod, "random_perspective", "labels")
     put(augment, "xywhn2xyxy", "labels")
     put(augment, "xyn2xy", "labels")
-    put(dataset_mod, "xyxy2xywhn", "labels")
+    put(augment, "xyxy2xywhn", "labels")
     put(dataset_mod, "augment_hsv", "hsv")
     put(dataset_mod, "flip_lr", "flips")
     put(dataset_mod, "flip_ud", "flips")
@@ -207,10 +207,10 @@ def main() -> None:
         pids = [os.getpid()] + [w.pid for w in getattr(it, "_workers", [])]
         for k in range(opt.batches + 1):
             try:
-                ims = next(it)[0]
+                ims = next(it)["img"]
             except StopIteration:
                 it = iter(loader)  # persistent workers: a new epoch reuses them
-                ims = next(it)[0]
+                ims = next(it)["img"]
             if k == 0:  # worker start-up and the first batch are not throughput
                 t, c0 = time.perf_counter(), cpu_seconds(pids)
             else:

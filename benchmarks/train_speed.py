@@ -101,7 +101,7 @@ def conv_peak(device: torch.device, dtype: torch.dtype = torch.float32, reps: in
     return 2 * 256 * 256 * 9 * 8 * 80 * 80 * reps / dt
 
 
-def next_batch(state: dict, loader) -> tuple:
+def next_batch(state: dict, loader) -> dict:
     """The next batch, restarting the loader when it runs out."""
     try:
         return next(state["it"])
@@ -131,7 +131,8 @@ def run_recipe(r: Recipe, cfg: str, nc: int, hyp: dict, loader, state: dict, dev
         if cuda and step == WARMUP_STEPS:  # the peak of steady-state steps, not of compilation or autotuning
             torch.cuda.reset_peak_memory_stats(device)
         t0 = time_sync(device)
-        imgs, targets, _, _ = next_batch(state, loader)
+        batch = next_batch(state, loader)
+        imgs, targets = batch["img"], batch["targets"]
         imgs = imgs.to(device, non_blocking=True).float() / 255
         if r.channels_last:
             imgs = imgs.contiguous(memory_format=torch.channels_last)

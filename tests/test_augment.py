@@ -23,6 +23,7 @@ from utils.data.augment import (
     mosaic_tile,
     random_perspective,
 )
+from utils.data.sample import from_labels, labels_of
 from utils.tasks.detect.dataset import YoloDataset
 
 GREY = np.array([114, 114, 114], np.float32)
@@ -65,6 +66,12 @@ def tensor_to_bgr(t) -> np.ndarray:
     return np.ascontiguousarray(t.permute(1, 2, 0).numpy()[:, :, ::-1])
 
 
+def perspective(im, labels, segments=(), **kw):
+    """random_perspective on a sample -> (image, labels (n, 5) cls xyxy, polygons)."""
+    s = random_perspective(from_labels(im, labels, segments), **kw)
+    return s["img"], labels_of(s), s["segments"]
+
+
 def item_labels_px(img, labels_out) -> np.ndarray:
     h, w = img.shape[:2]
     lb = labels_out[:, 1:].numpy().copy()
@@ -79,7 +86,7 @@ RECTS = [(0, 20, 30, 60, 70), (1, 90, 20, 140, 50), (2, 50, 100, 130, 140)]
 def test_random_perspective_scale_translate_is_tight(seed):
     random.seed(seed)
     im, labels = scene(160, 160, RECTS)
-    out, lb, segs = random_perspective(im, labels, degrees=0, translate=0.1, scale=0.4, shear=0, perspective=0)
+    out, lb, segs = perspective(im, labels, degrees=0, translate=0.1, scale=0.4, shear=0, perspective=0)
     assert out.shape == im.shape and segs == []
     assert_consistent(out, lb, tol=1.5)
 
@@ -87,7 +94,7 @@ def test_random_perspective_scale_translate_is_tight(seed):
 def test_random_perspective_rotation_box_encloses_object():
     random.seed(3)
     im, labels = scene(160, 160, [(0, 60, 60, 100, 90)])
-    out, lb, _ = random_perspective(im, labels, degrees=35, translate=0, scale=0, shear=0, perspective=0)
+    out, lb, _ = perspective(im, labels, degrees=35, translate=0, scale=0, shear=0, perspective=0)
     assert_consistent(out, lb, tol=3)
     assert np.prod(lb[0, 3:5] - lb[0, 1:3]) > 1.1 * 40 * 30  # the box grew with the rotation
 
@@ -100,9 +107,9 @@ def test_random_perspective_with_polygons_gives_tight_boxes_and_aligned_segments
     cv2.fillPoly(im, [np.round(poly).astype(np.int32)], COLOURS[3])
     labels = np.array([[3, poly[:, 0].min(), poly[:, 1].min(), poly[:, 0].max(), poly[:, 1].max()]], np.float32)
     random.seed(5)
-    out, lb, segs = random_perspective(im, labels, [poly], degrees=40, translate=0, scale=0, shear=0, perspective=0)
+    out, lb, segs = perspective(im, labels, [poly], degrees=40, translate=0, scale=0, shear=0, perspective=0)
     random.seed(5)
-    _, lb_corners, _ = random_perspective(im, labels, degrees=40, translate=0, scale=0, shear=0, perspective=0)
+    _, lb_corners, _ = perspective(im, labels, degrees=40, translate=0, scale=0, shear=0, perspective=0)
     assert len(segs) == len(lb) == 1
     assert_consistent(out, lb, tol=2.5)
     s = segs[0]
@@ -114,7 +121,7 @@ def test_random_perspective_with_polygons_gives_tight_boxes_and_aligned_segments
 def test_random_perspective_crop_border_and_drops_lost_boxes():
     random.seed(0)
     im, labels = scene(200, 200, [(0, 0, 0, 12, 12), (1, 80, 80, 120, 120)])
-    out, lb, _ = random_perspective(im, labels, degrees=0, translate=0, scale=0, shear=0, border=(-50, -50))
+    out, lb, _ = perspective(im, labels, degrees=0, translate=0, scale=0, shear=0, border=(-50, -50))
     assert out.shape == (100, 100, 3)
     assert lb[:, 0].tolist() == [1]  # the corner box fell outside the centre crop
     assert_consistent(out, lb, tol=1)
@@ -132,8 +139,8 @@ def test_flips_move_labels_and_polygons_with_pixels():
     h, w = im.shape[:2]
     xywhn = np.array([[0, 25 / w, 15 / h, 30 / w, 20 / h]], np.float32)
     seg = [np.array([[10, 5], [40, 5], [40, 25], [10, 25]], np.float32)]
-    out, lb, segs = flip_lr(im, xywhn.copy(), seg)
-    out, lb, segs = flip_ud(out, lb, segs)
+    s = flip_ud(flip_lr(from_labels(im, xywhn.copy(), seg, normalized=True)))
+    out, lb, segs = s["img"], labels_of(s), s["segments"]
     px = lb.copy()
     px[:, 1:] = xywhn2xyxy(lb[:, 1:], w, h)
     assert_consistent(out, px, tol=0.01)
@@ -144,7 +151,7 @@ def test_flips_move_labels_and_polygons_with_pixels():
 def test_flips_equal_numpy_mirrors_and_are_contiguous():
     im = np.random.default_rng(0).integers(0, 256, (7, 9, 3), dtype=np.uint8)
     for flip, ref in ((flip_lr, im[:, ::-1]), (flip_ud, im[::-1])):
-        out = flip(im, np.zeros((0, 5), np.float32), [])[0]
+        out = flip(from_labels(im, np.zeros((0, 5), np.float32)))["img"]
         assert out.flags.c_contiguous and np.array_equal(out, ref)
 
 
@@ -152,7 +159,8 @@ def test_mixup_keeps_both_label_sets_and_blends():
     np.random.seed(0)
     a, la = scene(64, 64, [(0, 5, 5, 20, 20)])
     b, lbb = scene(64, 64, [(1, 40, 40, 60, 60)])
-    out, lb = mixup(a, la, b, lbb)
+    s = mixup(from_labels(a, la), from_labels(b, lbb))
+    out, lb = s["img"], labels_of(s)
     assert out.shape == a.shape and out.dtype == np.uint8 and lb.shape == (2, 5)
     assert (np.abs(out[10, 10].astype(int) - 114) > 20).any() and (np.abs(out[50, 50].astype(int) - 114) > 20).any()
     assert (out[30, 30] == 114).all()
@@ -162,7 +170,8 @@ def test_copy_paste_mirrors_instances_with_their_pixels():
     random.seed(0)
     im, labels = scene(64, 100, [(4, 10, 20, 30, 40)])
     seg = [np.array([[10, 20], [30, 20], [30, 40], [10, 40]], np.float32)]
-    out, lb, segs = copy_paste(im, labels, seg, p=1.0)
+    s = copy_paste(from_labels(im, labels, seg), p=1.0)
+    out, lb, segs = s["img"], labels_of(s), s["segments"]
     assert len(lb) == len(segs) == 2
     np.testing.assert_allclose(lb[1], [4, 70, 20, 90, 40])
     assert_consistent(out, lb, tol=1)
@@ -172,10 +181,10 @@ def test_copy_paste_mirrors_instances_with_their_pixels():
 def test_augment_hsv_in_place_and_zero_gain_is_identity():
     im, _ = scene(32, 32, [(0, 4, 4, 20, 20)])
     ref = im.copy()
-    augment_hsv(im, 0, 0, 0)
+    augment_hsv(from_labels(im, np.zeros((0, 5))), 0, 0, 0)
     assert (im == ref).all()
     np.random.seed(1)
-    augment_hsv(im, 0.5, 0.5, 0.5)
+    augment_hsv(from_labels(im, np.zeros((0, 5))), 0.5, 0.5, 0.5)
     assert im.dtype == np.uint8 and not (im == ref).all()
 
 
@@ -216,7 +225,8 @@ def test_mosaic_labels_follow_pixels(tmp_path):
     random.seed(0)
     checked = 0
     for k in range(8):
-        img, labels_out, _, shapes = ds[k % len(ds)]
+        item = ds[k % len(ds)]
+        img, labels_out, shapes = item["img"], item["targets"], item["shapes"]
         assert shapes is None and img.shape == (3, 64, 64)
         if len(labels_out):
             bgr = tensor_to_bgr(img)
@@ -229,7 +239,8 @@ def test_mosaic_labels_follow_pixels(tmp_path):
 def test_letterbox_labels_follow_pixels(tmp_path, rect):
     ds = YoloDataset(make_dataset(tmp_path, h=60, w=110), img_size=64, batch_size=2, augment=False, rect=rect)
     for k in range(len(ds)):
-        img, labels_out, _, ((h0, w0), (ratio, pad)) = ds[k]
+        item = ds[k]
+        img, labels_out, ((h0, w0), _) = item["img"], item["targets"], item["shapes"]
         assert (h0, w0) == (60, 110)
         assert img.shape[1:] == ((64, 64) if not rect else tuple(ds.batch_shapes[ds.batch[k]]))
         bgr = tensor_to_bgr(img)
@@ -242,7 +253,8 @@ def test_flip_and_perspective_in_dataset_follow_pixels(tmp_path):
     ds.mosaic = False
     random.seed(2)
     for k in range(len(ds)):
-        img, labels_out, _, _ = ds[k]
+        item = ds[k]
+        img, labels_out = item["img"], item["targets"]
         bgr = tensor_to_bgr(img)
         assert_consistent(bgr, item_labels_px(bgr, labels_out), tol=2)
 
@@ -252,7 +264,8 @@ def test_mixup_of_mosaics_keeps_labels_inside_image(tmp_path):
     ds = YoloDataset(make_dataset(tmp_path), img_size=64, batch_size=2, augment=True, hyp=hyp)
     random.seed(0)
     np.random.seed(0)
-    img, labels_out, _, _ = ds[0]
+    item = ds[0]
+    img, labels_out = item["img"], item["targets"]
     assert img.shape == (3, 64, 64) and len(labels_out) > 4  # labels of two mosaics
     assert (labels_out[:, 2:] >= 0).all() and (labels_out[:, 2:] <= 1).all()
 
@@ -262,7 +275,8 @@ def test_polygons_travel_with_boxes_through_the_pipeline(tmp_path):
     ds = YoloDataset(make_dataset(tmp_path, polygons=True), img_size=64, batch_size=2, augment=True, hyp=hyp)
     random.seed(4)
     for k in range(3):
-        img, labels, segments, _ = ds.get_sample(k)
+        s = ds.get_sample(k)
+        img, labels, segments = s["img"], labels_of(s), s["segments"]
         assert len(segments) == len(labels) > 0
         h, w = img.shape[:2]
         boxes = xywhn2xyxy(labels[:, 1:], w, h)

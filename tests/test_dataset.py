@@ -38,7 +38,8 @@ def test_rect_batches_are_stride_multiples_and_fit(tmp_path):
     ar = ds.shapes[:, 1] / ds.shapes[:, 0]
     assert (np.diff(ar) >= 0).all()  # sorted by aspect ratio, labels follow their images
     for k in range(len(ds)):
-        img, labels, path, _ = ds[k]
+        item = ds[k]
+        img, labels, path = item["img"], item["targets"], item["path"]
         assert tuple(img.shape[1:]) == tuple(ds.batch_shapes[ds.batch[k]])
         assert int(labels[0, 1]) == int(Path(path).stem[2:]) % 3
     assert not ds.mosaic
@@ -48,18 +49,19 @@ def test_item_format_and_collate(tmp_path):
     ds = YoloDataset(make_data(tmp_path), img_size=64, batch_size=4, augment=True, hyp=HYP)
     random.seed(0)
     batch = [ds[i] for i in range(4)]
-    img, labels, path, shapes = batch[0]
+    img, labels = batch[0]["img"], batch[0]["targets"]
     assert img.dtype == torch.uint8 and img.shape == (3, 64, 64) and img.is_contiguous()
     assert labels.shape[1] == 6 and (labels[:, 0] == 0).all()
-    imgs, targets, paths, shps = YoloDataset.collate_fn(batch)
+    out = YoloDataset.collate_fn(batch)
+    imgs, targets, paths, shps = out["img"], out["targets"], out["paths"], out["shapes"]
     assert imgs.shape == (4, 3, 64, 64) and len(paths) == 4 and len(shps) == 4
-    counts = [len(b[1]) for b in batch]
+    counts = [len(b["targets"]) for b in batch]
     assert targets[:, 0].tolist() == [float(i) for i, n in enumerate(counts) for _ in range(n)]
 
 
 def test_rgb_channel_order(tmp_path):
     ds = YoloDataset(make_data(tmp_path, sizes=((64, 64),)), img_size=64, batch_size=1)
-    img = ds[0][0]
+    img = ds[0]["img"]
     assert img[:, 24, 24].tolist() == [255, 0, 0]  # the BGR red patch comes out as RGB red
 
 
@@ -88,7 +90,8 @@ def test_quad_collate(tmp_path):
     batch = [ds[i] for i in range(6)]
     for seed in range(4):  # both branches (tiled and upscaled) get exercised
         random.seed(seed)
-        imgs, targets, paths, shapes = YoloDataset.collate_fn4(batch)
+        out = YoloDataset.collate_fn4(batch)
+        imgs, targets, paths, shapes = out["img"], out["targets"], out["paths"], out["shapes"]
         assert imgs.shape == (3, 3, 128, 128)  # one group of four, plus the last two upscaled one by one
         assert len(paths) == len(shapes) == 3
         assert targets[:, 0].max() == 2 and (targets[:, 2:] <= 1).all() and (targets[:, 2:] >= 0).all()
@@ -105,7 +108,7 @@ def test_deleted_file_mid_epoch_is_replaced_not_fatal(tmp_path, log):
         else:
             Path(gone).write_bytes(b"corrupted later")
         random.seed(0)
-        paths = [ds[i][2] for i in range(len(ds))]
+        paths = [ds[i]["path"] for i in range(len(ds))]
         assert gone not in paths and len(paths) == len(ds)
         assert ds.load_failures >= 1 and gone in ds.failed_files
         assert sum(gone in r.getMessage() and "could not be loaded" in r.getMessage() for r in log.records) >= 1
@@ -127,9 +130,9 @@ def test_disk_cache_lives_outside_the_images_folder(tmp_path):
     assert sorted(os.listdir(im_dir)) == before
     npys = list((tmp_path / ".cache_npy").glob("*.npy"))
     assert len(npys) == len(ds)
-    ref = ds[0][0]
+    ref = ds[0]["img"]
     os.remove(ds.im_files[0])  # the cached copy keeps serving the image
-    assert torch.equal(ds[0][0], ref) and ds.load_failures == 0
+    assert torch.equal(ds[0]["img"], ref) and ds.load_failures == 0
 
 
 def test_ram_cache_and_insufficient_memory(tmp_path, log, monkeypatch):
@@ -169,14 +172,15 @@ def test_create_dataloader_is_deterministic(tmp_path):
     def order(seed):
         loader, ds = create_dataloader(str(im_dir), 64, 2, 32, augment=True, hyp=HYP, workers=0, shuffle=True,
                                        seed=seed)
-        return [p for _, _, paths, _ in loader for p in paths], loader, ds
+        return [p for batch in loader for p in batch["paths"]], loader, ds
 
     a, loader, ds = order(0)
     b, _, _ = order(0)
     assert a == b and sorted(a) == sorted(ds.im_files)
     assert order(1)[0] != a  # the seed matters
     assert loader.num_workers == 0 and loader.batch_size == 2
-    imgs, targets, _, _ = next(iter(loader))
+    batch = next(iter(loader))
+    imgs, targets = batch["img"], batch["targets"]
     assert imgs.shape == (2, 3, 64, 64) and targets.shape[1] == 6
 
 
@@ -187,7 +191,7 @@ def test_create_dataloader_workers_and_distributed(tmp_path):
     im_dir = make_data(tmp_path)
     loader, _ = create_dataloader(str(im_dir), 64, 4, 32, workers=1, rect=True, shuffle=True, quad=True)
     assert loader.num_workers == 1 and loader.persistent_workers
-    imgs, targets, paths, _ = next(iter(loader))
+    imgs = next(iter(loader))["img"]
     assert imgs.shape[0] == 1 and imgs.shape[2] % 32 == 0  # quad: 4 images -> 1 (tiled or upscaled)
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
     try:
@@ -196,3 +200,31 @@ def test_create_dataloader_workers_and_distributed(tmp_path):
         assert len(list(loader)) == 3
     finally:
         dist.destroy_process_group()
+
+
+def test_loader_options_from_flags_and_data_yaml_dirs(tmp_path):
+    from utils.data.loader import LoaderOptions
+    from utils.engine.config import TrainConfig
+    from utils.tasks.detect.task import DetectionTask
+    from utils.tasks.segment.task import SegmentationTask
+
+    cfg = TrainConfig(imgsz=64, cache="ram", workers=0, seed=3, mask_ratio=2, no_overlap=True)
+    opts = LoaderOptions.from_config(cfg, {"images_dir": "leftImg8bit", "labels_dir": "boxes",
+                                           "semantic": {"names": {0: "road"}}})
+    assert (opts.imgsz, opts.cache, opts.workers, opts.seed, opts.mask_ratio, opts.overlap) == (64, "ram", 0, 3, 2,
+                                                                                                 False)
+    assert (opts.images_dir, opts.labels_dir, opts.semantic) == ("leftImg8bit", "boxes", {"names": {0: "road"}})
+    assert LoaderOptions.from_config(TrainConfig()).cache is None and LoaderOptions().images_dir == "images"
+    # a set whose image and label trees have other names, through a task's build_dataloader
+    root = tmp_path / "city"
+    make_data(root)
+    (root / "images").rename(root / "leftImg8bit")
+    (root / "labels").rename(root / "boxes")
+    loader, ds = DetectionTask().build_dataloader(str(root / "leftImg8bit" / "train"), opts, HYP, 2, 32, "train")
+    assert ds.label_files[0].startswith(str(root / "boxes")) and ds.counts["found"] == 6
+    assert (root / "boxes" / "train.cache").is_file() and ds.cache_mode == "ram"
+    batch = next(iter(loader))
+    assert set(batch) == {"img", "targets", "paths", "shapes"} and batch["img"].shape == (2, 3, 64, 64)
+    seg = SegmentationTask()
+    seg.build_dataloader(str(root / "leftImg8bit" / "train"), opts, HYP, 2, 32, "val")
+    assert (seg.mask_ratio, seg.overlap) == (2, False)  # the flags reach the task

@@ -87,10 +87,59 @@ def test_generate_shapes_small(tmp_path):
 
 
 def test_shipped_yamls_parse():
-    for name, nc in (("shapes.yaml", 4), ("shapes-seg.yaml", 4), ("shapes-semantic.yaml", 5)):
+    for name, nc in (("shapes.yaml", 4), ("shapes-seg.yaml", 4), ("shapes-semantic.yaml", 4)):
         d = yaml.safe_load((ROOT / "data" / name).read_text())
         assert d["generate"] == "shapes" and len(d["names"]) == nc
         assert d["path"].startswith("datasets/shapes/")
+    sem = yaml.safe_load((ROOT / "data" / "shapes-semantic.yaml").read_text())["semantic"]
+    assert sem["masks_dir"] == "masks" and len(sem["names"]) == 5 and sem["names"][0] == "background"
+
+
+def test_semantic_section_defaults_and_layout_keys(ds):
+    d = check_dataset({"path": str(ds), "train": "images/train", "val": "images/val", "names": ["a"],
+                       "semantic": {"names": ["road", "car"], "id_map": {7: 0, 26: 1, 300: 255}}})
+    assert d["images_dir"] == "images" and d["labels_dir"] == "labels"
+    sem = d["semantic"]
+    assert sem == {"masks_dir": "masks", "image_suffix": "", "mask_suffix": ".png", "names": {0: "road", 1: "car"},
+                   "nc": 2, "ignore_index": 255, "id_map": {7: 0, 26: 1, 300: 255}, "palette": None}
+    d = check_dataset({"path": str(ds), "train": "images/train", "val": "images/val", "names": ["a"],
+                       "images_dir": "leftImg8bit", "labels_dir": "boxes",
+                       "semantic": {"masks_dir": "../other/masks", "palette": {0: [1, 2, 3]}, "names": ["x"]}})
+    assert (d["images_dir"], d["labels_dir"], d["semantic"]["masks_dir"]) == ("leftImg8bit", "boxes", "../other/masks")
+    assert "semantic" not in check_dataset({"path": str(ds), "train": "images/train", "val": "images/val",
+                                            "names": ["a"]})
+
+
+@pytest.mark.parametrize("sem, message", [
+    ({"names": ["a"], "mask_dir": "m"}, r"semantic: unknown key 'mask_dir' \(known: masks_dir, "),
+    ({"masks_dir": "m"}, "semantic: missing key 'names'"),
+    ({"names": "road"}, "semantic.names must be a list or a mapping"),
+    ({"names": {0: "a", 2: "b"}}, r"semantic.names must be numbered 0..1 without gaps \(missing \[1\]\)"),
+    ({"names": ["a", "b"], "ignore_index": 1}, "ignore_index 1 is also a class id"),
+    ({"names": ["a"], "ignore_index": 70000}, "ignore_index must be an integer in 0..65535"),
+    ({"names": ["a"], "id_map": {70000: 0}}, "id_map: raw value 70000 is not an integer in 0..65535"),
+    ({"names": ["a"], "id_map": {7: 3}}, r"id_map: 7: 3 is not a class id \(0..0\) nor ignore_index 255"),
+    ({"names": ["a"], "id_map": []}, "id_map must be a non-empty mapping"),
+    ({"names": ["a"], "palette": {0: [1, 2]}}, r"palette: 0: expected \[r, g, b\]"),
+    ({"names": ["a"], "palette": {5: [1, 2, 3]}}, "palette: 5 is not a class id"),
+    ({"names": ["a"], "palette": "ade"}, "palette must be 'cityscapes' or a mapping"),
+    ({"names": ["a"], "mask_suffix": ""}, "mask_suffix must not be empty"),
+    ({"names": ["a"], "masks_dir": 3}, "masks_dir must be a string"),
+    (["masks"], "semantic: expected a mapping"),
+    (None, "'semantic' is empty"),
+])
+def test_semantic_section_mistakes_are_one_line_naming_the_file(tmp_path, ds, sem, message):
+    f = _yaml(tmp_path, {"path": str(ds), "train": "images/train", "val": "images/val", "names": ["a"],
+                         "semantic": sem})
+    with pytest.raises(DatasetError, match=message) as e:
+        check_dataset(f)
+    assert str(e.value).startswith(str(f)) and "\n" not in str(e.value)
+
+
+def test_layout_keys_must_be_folder_names(ds):
+    for k in ("images_dir", "labels_dir"):
+        with pytest.raises(DatasetError, match=f"'{k}' must be one folder name"):
+            check_dataset({"path": str(ds), "train": "images/train", "val": "images/val", "names": ["a"], k: "a/b"})
 
 
 def test_download_script_refused(tmp_path):

@@ -107,7 +107,8 @@ def test_dataset_masks_follow_labels_through_augmentation(seg_data):
     for overlap in (True, False):
         ds = SegmentDataset(data["train"], img_size=64, batch_size=4, augment=True, hyp={"mosaic": 1.0},
                             overlap=overlap, downsample_ratio=4)
-        img, labels, _, _, masks = ds[0]
+        item = ds[0]
+        labels, masks = item["targets"], item["masks"]
         n = len(labels)
         assert masks.shape == ((1 if overlap else n), 16, 16)
         inst = [(masks[0] == k + 1) for k in range(n)] if overlap else list(masks.bool())
@@ -119,7 +120,7 @@ def test_dataset_masks_follow_labels_through_augmentation(seg_data):
             assert xs.min() >= x - w / 2 - 1.5 and xs.max() <= x + w / 2 + 1.5
             assert ys.min() >= y - h / 2 - 1.5 and ys.max() <= y + h / 2 + 1.5
         batch = SegmentDataset.collate_fn([ds[0], ds[1]])
-        assert batch[4].shape[0] == (2 if overlap else len(batch[1]))
+        assert batch["masks"].shape[0] == (2 if overlap else len(batch["targets"]))
 
 
 def test_one_epoch_segment_training_writes_best_and_seg_columns(trained):

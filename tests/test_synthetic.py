@@ -33,8 +33,11 @@ def test_layout_and_counts(shapes):
     for split, n in (("train", N_TRAIN), ("val", N_VAL)):
         imgs = sorted((root / "det" / "images" / split).glob("*.jpg"))
         assert len(imgs) == n
-        for tree, sub, ext in (("det", "labels", ".txt"), ("seg", "labels", ".txt"), ("semantic", "masks", ".png")):
+        for tree, sub, ext in (("det", "labels", ".txt"), ("seg", "labels", ".txt"), ("semantic", "masks", ".png"),
+                               ("semantic", "labels", ".txt")):
             assert len(list((root / tree / sub / split).glob(f"*{ext}"))) == n
+        for f in (root / "det" / "labels" / split).glob("*.txt"):  # joint training: the same boxes beside the masks
+            assert (root / "semantic" / "labels" / split / f.name).read_bytes() == f.read_bytes()
         seg_img = root / "seg" / "images" / split / imgs[0].name
         assert seg_img.is_file() and os.path.samefile(seg_img, imgs[0])  # hard link, same bytes, no extra disk
     assert shapes_up_to_date(root, n_train=N_TRAIN, n_val=N_VAL, seed=3)

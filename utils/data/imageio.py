@@ -78,10 +78,11 @@ def exif_size(pil_img) -> tuple[int, int]:
     return (h, w) if exif_orientation(pil_img) in (5, 6, 7, 8) else (w, h)
 
 
-def letterbox(im: np.ndarray, new_shape: int | tuple[int, int] = 640, color=(114, 114, 114), auto: bool = True,
-              scaleFill: bool = False, scaleup: bool = True, stride: int = 32):
-    """Resize keeping aspect ratio, pad to new_shape (h, w); return (im, (rw, rh), (dw, dh)) with dw/dh pad per side."""
-    h0, w0 = im.shape[:2]
+def letterbox_geometry(hw: tuple[int, int], new_shape: int | tuple[int, int] = 640, auto: bool = True,
+                       scaleFill: bool = False, scaleup: bool = True, stride: int = 32):
+    """Where letterbox puts an image of size hw: ((nw, nh) resized size, (rw, rh), (dw, dh) pad per side,
+    (top, bottom, left, right) border in pixels). One rule, so masks can follow their images exactly."""
+    h0, w0 = hw
     if isinstance(new_shape, int):
         new_shape = (new_shape, new_shape)
     th, tw = new_shape
@@ -98,10 +99,17 @@ def letterbox(im: np.ndarray, new_shape: int | tuple[int, int] = 640, color=(114
         nw, nh = tw, th
         ratio = (tw / w0, th / h0)
     dw, dh = dw / 2, dh / 2
-    if (w0, h0) != (nw, nh):
-        im = cv2.resize(im, (nw, nh), interpolation=cv2.INTER_LINEAR)
     # The -0.1/+0.1 sends an odd pixel of padding to the bottom/right side.
-    top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
-    left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
+    border = int(round(dh - 0.1)), int(round(dh + 0.1)), int(round(dw - 0.1)), int(round(dw + 0.1))
+    return (nw, nh), ratio, (dw, dh), border
+
+
+def letterbox(im: np.ndarray, new_shape: int | tuple[int, int] = 640, color=(114, 114, 114), auto: bool = True,
+              scaleFill: bool = False, scaleup: bool = True, stride: int = 32, interp: int = cv2.INTER_LINEAR):
+    """Resize keeping aspect ratio, pad to new_shape (h, w); return (im, (rw, rh), (dw, dh)) with dw/dh pad per side."""
+    (nw, nh), ratio, pad, (top, bottom, left, right) = letterbox_geometry(im.shape[:2], new_shape, auto, scaleFill,
+                                                                          scaleup, stride)
+    if im.shape[:2] != (nh, nw):
+        im = cv2.resize(im, (nw, nh), interpolation=interp)
     im = cv2.copyMakeBorder(im, top, bottom, left, right, cv2.BORDER_CONSTANT, value=color)
-    return im, ratio, (dw, dh)
+    return im, ratio, pad

@@ -34,21 +34,26 @@ MIN_IMAGE_SIZE = 10
 PROCESS_POOL_MIN = 2000  # below this many images a thread pool is faster than starting processes
 
 
-def img2label_paths(img_paths: list[str]) -> list[str]:
-    """Label path of each image: the last /images/ becomes /labels/ and the suffix becomes .txt."""
-    sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
-    out = []
-    for p in img_paths:
-        p = str(p)
-        head, sep, tail = p.rpartition(sa)
-        p = head + sb + tail if sep else p
-        out.append(os.path.splitext(p)[0] + ".txt")
-    return out
+def replace_dir_component(path: str, old: str, new: str) -> str:
+    """`path` with its LAST `old` folder component replaced by `new` (a name, or a relative or absolute path, taken
+    from the folder holding `old`); unchanged when it has no such component."""
+    head, sep, tail = str(path).rpartition(f"{os.sep}{old}{os.sep}")
+    if not sep:
+        return str(path)
+    if os.sep not in new and "/" not in new:
+        return head + os.sep + new + os.sep + tail  # the common case, without normpath's cost
+    return os.path.normpath(os.path.join(head, new, tail))
 
 
-def labels_dir_for(images_dir: str | Path) -> Path:
+def img2label_paths(img_paths: list[str], images_dir: str = "images", labels_dir: str = "labels") -> list[str]:
+    """Label path of each image: the last /<images_dir>/ becomes /<labels_dir>/ and the suffix becomes .txt."""
+    return [os.path.splitext(replace_dir_component(p, images_dir, labels_dir))[0] + ".txt" for p in img_paths]
+
+
+def labels_dir_for(images_dir_path: str | Path, images_dir: str = "images", labels_dir: str = "labels") -> Path:
     """The labels folder paired with an images folder (the folder itself when it has no `images` component)."""
-    return Path(os.path.dirname(img2label_paths([os.path.join(str(images_dir), "x.jpg")])[0]))
+    x = img2label_paths([os.path.join(str(images_dir_path), "x.jpg")], images_dir, labels_dir)[0]
+    return Path(os.path.dirname(x))
 
 
 class _Corrupt(Exception):
@@ -226,11 +231,14 @@ def _print_msgs(msgs: list[str]) -> None:
         LOGGER.warning(f"... and {len(msgs) - MAX_PRINTED_MSGS} more warnings like these")
 
 
-def warn_missing_label_dirs(im_files: list[str], prefix: str = "") -> list[Path]:
+def warn_missing_label_dirs(im_files: list[str], label_files: list[str], prefix: str = "") -> list[Path]:
     """One warning per missing labels folder (subfolders of one already reported stay quiet); returns them."""
+    pairs = {}
+    for im, lb in zip(im_files, label_files):
+        pairs.setdefault(os.path.dirname(im), Path(os.path.dirname(lb)))
     warned: list[Path] = []
-    for d in sorted({os.path.dirname(f) for f in im_files}):  # parents sort before their subfolders
-        ld = labels_dir_for(d)
+    for d in sorted(pairs):  # parents sort before their subfolders
+        ld = pairs[d]
         if any(w == ld or w in ld.parents for w in warned) or ld.is_dir():
             continue
         LOGGER.warning(f"{prefix}WARNING ⚠️ no labels folder found next to {d}: expected {ld}")
@@ -239,12 +247,14 @@ def warn_missing_label_dirs(im_files: list[str], prefix: str = "") -> list[Path]
 
 
 def scan_labels(im_files: list[str], label_files: list[str], cache_path: Path, prefix: str = "",
-                num_cls: int | None = None) -> dict:
+                num_cls: int | None = None, warn_missing_dirs: bool = True) -> dict:
     """Verified labels for all images, from the cache when it is current, else by a parallel scan (then cached).
 
     Returns {im_file: [labels, (w, h), segments], 'results': (nf, nm, ne, nc, n), 'msgs': [...], ...}.
+    warn_missing_dirs: False where a missing labels folder is normal (a set with masks and no boxes).
     """
-    warn_missing_label_dirs(im_files, prefix)
+    if warn_missing_dirs:
+        warn_missing_label_dirs(im_files, label_files, prefix)
     hash_ = get_hash(label_files + im_files)
     cache = load_cache(cache_path, hash_)
     if cache is not None:

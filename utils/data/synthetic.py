@@ -4,6 +4,7 @@ Layout written by generate_shapes(root):
     root/det/images/{train,val}/*.jpg       root/det/labels/{train,val}/*.txt       class xc yc w h (normalised)
     root/seg/images/{train,val}/*.jpg       root/seg/labels/{train,val}/*.txt       class x1 y1 x2 y2 ... (normalised)
     root/semantic/images/{train,val}/*.jpg  root/semantic/masks/{train,val}/*.png   uint8: 0 background, class k -> k+1
+                                            root/semantic/labels/{train,val}/*.txt  the boxes of det/ (joint training)
 The images of seg/ and semantic/ are hard links to those of det/ (copies where links are impossible), so each tree keeps
 YOLO's images/ -> labels/ (or masks/) pairing without costing disk. Each tree also gets a self-contained data YAML.
 
@@ -26,7 +27,7 @@ import numpy as np
 CLASSES = ("rectangle", "ellipse", "triangle", "star")
 TREES = ("det", "seg", "semantic")
 MARKER = ".shapes-generator"  # identifies trees this module made (and with which settings)
-VERSION = 1
+VERSION = 2  # 2: semantic/ also holds the box labels
 SHIFT = 4  # cv2 sub-pixel bits: polygons are drawn at 1/16 px precision, so the drawn shape matches its label
 DEFAULTS = {"n_train": 512, "n_val": 96, "seed": 0, "imgsz_range": (256, 416)}
 MIN_VISIBLE = 0.5  # fraction of an object that must stay visible after later objects are drawn over it
@@ -248,12 +249,13 @@ def shapes_up_to_date(root: Path, n_train: int = DEFAULTS["n_train"], n_val: int
 
 
 def _yaml_text(tree: Path, kind: str) -> str:
-    names = dict(enumerate(CLASSES)) if kind != "semantic" else {0: "background", **{i + 1: c for i, c in
-                                                                                      enumerate(CLASSES)}}
+    names = [f"  {k}: {v}" for k, v in enumerate(CLASSES)]
     lines = [f"# Synthetic shapes dataset ({kind}), written by utils/data/synthetic.py", f"path: {tree}",
-             "train: images/train", "val: images/val", "names:"] + [f"  {k}: {v}" for k, v in names.items()]
-    if kind == "semantic":
-        lines.insert(1, "# masks/{train,val}/*.png pair with images/{train,val}/*.jpg; mask value = names key")
+             "train: images/train", "val: images/val", "names:", *names]
+    if kind == "semantic":  # the semantic data contract: boxes in labels/, class-id masks in masks/
+        lines.insert(1, "# masks/{train,val}/*.png pair with images/{train,val}/*.jpg; mask value = semantic.names key")
+        lines += ["semantic:", "  masks_dir: masks", "  names:", "    0: background",
+                  *[f"    {i + 1}: {c}" for i, c in enumerate(CLASSES)]]
     return "\n".join(lines) + "\n"
 
 
@@ -270,7 +272,8 @@ def generate_shapes(root: str | Path, n_train: int = DEFAULTS["n_train"], n_val:
     for split in SPLIT_IDS:
         dirs[split] = {k: tmp / t / sub / split for k, (t, sub) in {
             "img": ("det", "images"), "det": ("det", "labels"), "seg_img": ("seg", "images"),
-            "seg": ("seg", "labels"), "sem_img": ("semantic", "images"), "sem": ("semantic", "masks")}.items()}
+            "seg": ("seg", "labels"), "sem_img": ("semantic", "images"), "sem": ("semantic", "masks"),
+            "sem_det": ("semantic", "labels")}.items()}
         for d in dirs[split].values():
             d.mkdir(parents=True, exist_ok=True)
     try:
@@ -285,6 +288,7 @@ def generate_shapes(root: str | Path, n_train: int = DEFAULTS["n_train"], n_val:
                 _link(img, d["sem_img"] / img.name)
                 det, seg = _label_lines(objects, im.shape[1], im.shape[0])
                 (d["det"] / f"{name}.txt").write_text(det)
+                (d["sem_det"] / f"{name}.txt").write_text(det)
                 (d["seg"] / f"{name}.txt").write_text(seg)
                 cv2.imencode(".png", sem)[1].tofile(str(d["sem"] / f"{name}.png"))
         sig = _signature(n_train, n_val, seed, imgsz_range)

@@ -11,11 +11,14 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from utils.data.loader import LoaderOptions
 
 
 class Metric:
@@ -101,7 +104,7 @@ class Task:
         return dict(hyp)
 
     # --- data ------------------------------------------------------------------------------------
-    def build_dataloader(self, path: Any, cfg: Any, hyp: dict, batch_size: int, stride: int, mode: str,
+    def build_dataloader(self, path: Any, opts: LoaderOptions, hyp: dict, batch_size: int, stride: int, mode: str,
                          rank: int = -1, nc: int | None = None) -> tuple[torch.utils.data.DataLoader, Any]:
         """The loader and dataset for `mode` 'train' (augmented, shuffled), 'val' (rectangular) or 'speed'."""
         raise NotImplementedError

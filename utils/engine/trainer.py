@@ -30,6 +30,7 @@ from utils.checkpoint import (
     set_rng_state,
     strip_optimizer,
 )
+from utils.data.loader import LoaderOptions
 from utils.device import autocast_dtype, select_device
 from utils.downloads import attempt_download
 from utils.ema import ModelEMA
@@ -128,14 +129,14 @@ class Trainer:
         self._freeze(model)
         self._batching(model, hyp)
         self._optimization(model, hyp, ckpt)  # restores optimizer, EMA and RNG state when resuming
-        loader_cfg = dataclasses.replace(cfg, imgsz=self.imgsz)  # the size rounded to the stride, not the raw flag
+        opts = dataclasses.replace(LoaderOptions.from_config(cfg, self.data), imgsz=self.imgsz)  # rounded size
         self.train_loader, self.dataset = self.task.build_dataloader(
-            self.data["train"], loader_cfg, hyp, self.batch, self.gs, mode="train", rank=self.rank, nc=self.nc)
+            self.data["train"], opts, hyp, self.batch, self.gs, mode="train", rank=self.rank, nc=self.nc)
         self.nb = len(self.train_loader)
         self.val_loader = None
         if self.main:
-            self.val_loader, _ = self.task.build_dataloader(self.data["val"], loader_cfg, hyp, self.batch * 2,
-                                                            self.gs, mode="val", rank=-1, nc=self.nc)
+            self.val_loader, _ = self.task.build_dataloader(self.data["val"], opts, hyp, self.batch * 2, self.gs,
+                                                            mode="val", rank=-1, nc=self.nc)
         self.model, self.hyp = model, hyp
         self.ctx = TrainContext(cfg=cfg, model=model, dataset=self.dataset, names=self.names, nc=self.nc, hyp=hyp,
                                 imgsz=self.imgsz, save_dir=self.save_dir, main=self.main)

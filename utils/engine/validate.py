@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from utils.checkpoint import load_model
+from utils.data.loader import LoaderOptions
 from utils.device import select_device
 from utils.downloads import attempt_download
 from utils.engine.evaluator import EvalResult, Evaluator
@@ -71,8 +72,7 @@ def validate(opt: argparse.Namespace, task: Task) -> EvalResult:
     imgsz = check_img_size(opt.imgsz, gs)
     if not data.get(settings.split):
         raise FileNotFoundError(f"{opt.data}: no '{settings.split}' split defined")
-    loader_cfg = argparse.Namespace(imgsz=imgsz, single_cls=settings.single_cls, cache=None, rect=False,
-                                    workers=opt.workers, image_weights=False, quad=False, seed=0)
+    loader_cfg = LoaderOptions(imgsz=imgsz, single_cls=settings.single_cls, workers=opt.workers).with_data(data)
     loader, _ = task.build_dataloader(data[settings.split], loader_cfg, {}, opt.batch_size, gs,
                                       mode=settings.loader_mode)
     ev = Evaluator(task, loader, names, save_dir, plots=settings.plots, verbose=settings.verbose, half=opt.half,

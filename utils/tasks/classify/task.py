@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from utils.data.loader import LoaderOptions
 from utils.engine.task import Task, ValSettings
 from utils.tasks.classify.metric import ClsMetric
 
@@ -61,15 +62,15 @@ class ClassificationTask(Task):
                     m.p = float(hyp["dropout"])
         return model
 
-    def build_dataloader(self, path: Any, cfg: Any, hyp: dict, batch_size: int, stride: int, mode: str,
+    def build_dataloader(self, path: Any, opts: LoaderOptions, hyp: dict, batch_size: int, stride: int, mode: str,
                          rank: int = -1, nc: int | None = None):
         from utils.tasks.classify.dataset import create_classify_dataloader
 
         train = mode == "train"
         return create_classify_dataloader(
-            path, cfg.imgsz, batch_size, augment=train, hyp=hyp, cache=(cfg.cache or None) if train else None,
-            rank=rank if train else -1, workers=cfg.workers if train else cfg.workers * 2, shuffle=train,
-            seed=cfg.seed, prefix="train: " if train else "val: ")
+            path, opts.imgsz, batch_size, augment=train, hyp=hyp, cache=opts.cache if train else None,
+            rank=rank if train else -1, workers=opts.workers if train else opts.workers * 2, shuffle=train,
+            seed=opts.seed, prefix="train: " if train else "val: ")
 
     def preprocess(self, batch: Any, device: torch.device, half: bool = False) -> dict:
         from utils.tasks.classify.transforms import normalize

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from utils.data.loader import LoaderOptions
 from utils.engine.task import Task, TrainContext, ValSettings
 from utils.log import LOGGER
 from utils.tasks.detect.metric import DetMetric
@@ -48,29 +49,30 @@ class DetectionTask(Task):
         hyp["obj"] *= (imgsz / 640) ** 2 * 3 / nl
         return hyp
 
-    def build_dataloader(self, path: Any, cfg: Any, hyp: dict, batch_size: int, stride: int, mode: str,
+    def build_dataloader(self, path: Any, opts: LoaderOptions, hyp: dict, batch_size: int, stride: int, mode: str,
                          rank: int = -1, nc: int | None = None):
         from utils.tasks.detect.dataset import create_dataloader
 
         train, speed = mode == "train", mode == "speed"  # 'speed' times square batches, as upstream
         return create_dataloader(
-            path, cfg.imgsz, batch_size, stride, single_cls=cfg.single_cls, hyp=hyp, augment=train,
-            cache=(cfg.cache or None) if train or cfg.cache != "disk" else None, pad=0.0 if train or speed else 0.5,
-            rect=cfg.rect if train else not speed, rank=rank if train else -1,
-            workers=cfg.workers if train else cfg.workers * 2, image_weights=cfg.image_weights and train,
-            quad=cfg.quad and train, prefix="train: " if train else "val: ", shuffle=train, seed=cfg.seed,
-            nc=None if cfg.single_cls else nc, **self.dataset_options())
+            path, opts.imgsz, batch_size, stride, single_cls=opts.single_cls, hyp=hyp, augment=train,
+            cache=opts.cache if train or opts.cache != "disk" else None, pad=0.0 if train or speed else 0.5,
+            rect=opts.rect if train else not speed, rank=rank if train else -1,
+            workers=opts.workers if train else opts.workers * 2, image_weights=opts.image_weights and train,
+            quad=opts.quad and train, prefix="train: " if train else "val: ", shuffle=train, seed=opts.seed,
+            nc=None if opts.single_cls else nc, images_dir=opts.images_dir, labels_dir=opts.labels_dir,
+            **self.dataset_options(opts))
 
-    def dataset_options(self) -> dict:
+    def dataset_options(self, opts: LoaderOptions) -> dict:
         """Extra create_dataloader arguments (a dataset subclass and its options) for tasks built on detection."""
         return {}
 
-    def preprocess(self, batch: Any, device: torch.device, half: bool = False) -> dict:
-        imgs, targets, paths, shapes = batch
-        img = imgs.to(device, non_blocking=True)
+    def preprocess(self, batch: dict, device: torch.device, half: bool = False) -> dict:
+        targets = batch["targets"]
+        img = batch["img"].to(device, non_blocking=True)
         img = (img.half() if half else img.float()) / 255
-        return {"img": img, "targets": targets.to(device, non_blocking=True), "paths": paths, "shapes": shapes,
-                "n_instances": int(targets.shape[0])}
+        return {"img": img, "targets": targets.to(device, non_blocking=True), "paths": batch["paths"],
+                "shapes": batch["shapes"], "n_instances": int(targets.shape[0])}
 
     def instances(self, batch: dict) -> int:
         return batch["n_instances"]

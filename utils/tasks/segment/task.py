@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
+from utils.data.loader import LoaderOptions
 from utils.engine.task import ValSettings
 from utils.log import LOGGER
 from utils.tasks.detect.task import DetectionTask
@@ -45,27 +47,27 @@ class SegmentationTask(DetectionTask):
         self.overlap, self.mask_ratio, self.retina_masks = overlap, int(mask_ratio), retina_masks
 
     # ------------------------------------------------------------------------------------------ data
-    def build_dataloader(self, path: Any, cfg: Any, hyp: dict, batch_size: int, stride: int, mode: str,
+    def build_dataloader(self, path: Any, opts: LoaderOptions, hyp: dict, batch_size: int, stride: int, mode: str,
                          rank: int = -1, nc: int | None = None):
-        if hasattr(cfg, "mask_ratio"):
-            self.mask_ratio = int(cfg.mask_ratio)
-        if hasattr(cfg, "no_overlap"):
-            self.overlap = not cfg.no_overlap
-        if getattr(cfg, "quad", False):
-            LOGGER.warning("WARNING ⚠️ --quad is not supported for instance segmentation, ignoring it")
-            cfg.quad = False
-        return super().build_dataloader(path, cfg, hyp, batch_size, stride, mode, rank=rank, nc=nc)
+        if opts.mask_ratio is not None:
+            self.mask_ratio = int(opts.mask_ratio)
+        if opts.overlap is not None:
+            self.overlap = bool(opts.overlap)
+        if opts.quad:
+            if mode == "train":
+                LOGGER.warning("WARNING ⚠️ --quad is not supported for instance segmentation, ignoring it")
+            opts = dataclasses.replace(opts, quad=False)
+        return super().build_dataloader(path, opts, hyp, batch_size, stride, mode, rank=rank, nc=nc)
 
-    def dataset_options(self) -> dict:
+    def dataset_options(self, opts: LoaderOptions) -> dict:
         from utils.tasks.segment.dataset import SegmentDataset
 
         return {"dataset_cls": SegmentDataset,
                 "dataset_kw": {"overlap": self.overlap, "downsample_ratio": self.mask_ratio}}
 
-    def preprocess(self, batch: Any, device: torch.device, half: bool = False) -> dict:
-        imgs, targets, paths, shapes, masks = batch
-        out = super().preprocess((imgs, targets, paths, shapes), device, half)
-        out["masks"] = masks.to(device, non_blocking=True).float()
+    def preprocess(self, batch: dict, device: torch.device, half: bool = False) -> dict:
+        out = super().preprocess(batch, device, half)
+        out["masks"] = batch["masks"].to(device, non_blocking=True).float()
         out["overlap"] = self.overlap
         return out
 
