@@ -104,8 +104,13 @@ def match_level(targets: torch.Tensor, anchors: torch.Tensor, nx: int, ny: int, 
 
 
 def level_loss(pi: torch.Tensor, m: Match, nc: int, cp: float, cn: float, gr: float,
-               cls_pw: torch.Tensor | None, obj_pw: torch.Tensor | None, fl_gamma: float = 0.0):
-    """Box, objectness and class loss of one level: (lbox, lobj unweighted, lcls, matched prediction rows)."""
+               cls_pw: torch.Tensor | None, obj_pw: torch.Tensor | None, fl_gamma: float = 0.0,
+               image_mask: torch.Tensor | None = None):
+    """Box, objectness and class loss of one level: (lbox, lobj unweighted, lcls, matched prediction rows).
+
+    image_mask (B,) bool: images whose boxes are labelled; the others (images labelled only for another head) add no
+    objectness term, which would otherwise teach that they hold no objects. None: every image is labelled.
+    """
     bs, na, ny, nx, _ = pi.shape
     ps = pi[m.b, m.a, m.gj, m.gi]  # (N, no)
     n = m.valid.sum()
@@ -125,7 +130,12 @@ def level_loss(pi: torch.Tensor, m: Match, nc: int, cp: float, cn: float, gr: fl
     tobj = torch.zeros(obj_logits.numel(), dtype=obj_logits.dtype, device=pi.device)
     # Exactly one non-zero contribution per cell, so the (atomic) add is exact and order-independent.
     tobj.scatter_add_(0, lin, torch.where(keep, score, torch.zeros_like(score)).to(tobj.dtype))
-    lobj = bce_terms(obj_logits, tobj.view_as(obj_logits), obj_pw, fl_gamma).mean()
+    obj_terms = bce_terms(obj_logits, tobj.view_as(obj_logits), obj_pw, fl_gamma)
+    if image_mask is None:
+        lobj = obj_terms.mean()
+    else:  # the mean over the labelled images' cells (equal to .mean() when all are labelled)
+        per_image = obj_terms.flatten(1).mean(1)
+        lobj = (per_image * image_mask).sum() / image_mask.sum().clamp(min=1)
 
     if nc > 1:  # a single class needs no class loss
         pcls = ps[:, 5:5 + nc]
@@ -203,13 +213,13 @@ class DetectionLoss:
             anch.append(m.anchors[v])
         return tcls, tbox, indices, anch
 
-    def level_terms(self, preds: list[torch.Tensor], matches: list[Match]):
+    def level_terms(self, preds: list[torch.Tensor], matches: list[Match], image_mask: torch.Tensor | None = None):
         """Per level (lbox, lobj, lcls, ps) after balancing lobj; updates autobalance state."""
         cls_pw, obj_pw = self._device_consts(preds[0].device)[:2]
         out = []
         for i, (pi, m) in enumerate(zip(preds, matches)):
             lbox, obji, lcls, ps = level_loss(pi, m, self.nc, self.cp, self.cn, self.gr, cls_pw, obj_pw,
-                                              self.fl_gamma)
+                                              self.fl_gamma, image_mask)
             out.append((lbox, obji * self.balance[i], lcls, ps))
             if self.autobalance:  # stays a device tensor: no .item()
                 self.balance[i] = self.balance[i] * 0.9999 + 0.0001 / obji.detach()
@@ -218,9 +228,13 @@ class DetectionLoss:
             self.balance = [x / ref for x in self.balance]
         return out
 
-    def __call__(self, preds: list[torch.Tensor], targets: torch.Tensor):
-        """Loss (1,) = (lbox + lobj + lcls) * bs and detached items (3,) [box, obj, cls]."""
-        terms = self.level_terms(preds, self.match(preds, targets))
+    def __call__(self, preds: list[torch.Tensor], targets: torch.Tensor, image_mask: torch.Tensor | None = None):
+        """Loss (1,) = (lbox + lobj + lcls) * bs and detached items (3,) [box, obj, cls].
+
+        image_mask (B,) bool: which images have box labels (see level_loss); None: all of them.
+        """
+        mask = None if image_mask is None else image_mask.to(device=preds[0].device, dtype=torch.float32)
+        terms = self.level_terms(preds, self.match(preds, targets), mask)
         lbox = sum(t[0] for t in terms) * self.hyp["box"]
         lobj = sum(t[1] for t in terms) * self.hyp["obj"]
         lcls = sum(t[2] for t in terms) * self.hyp["cls"]

@@ -132,10 +132,10 @@ class DetMetric(Metric):
 
     def summary(self, verbose: bool = False) -> str:
         """The 'all' row, plus one row per labelled class when verbose or when there are few classes."""
-        figures = self.compute()
-        res = self._result
+        self.compute()
+        res = self._result  # the box figures (a subclass's compute may add others)
         pf = "%22s" + "%11i" * 2 + "%11.3g" * 4
-        lines = [self.header, pf % ("all", self.seen, res["nt"].sum(), *figures.values())]
+        lines = [self.header, pf % ("all", self.seen, res["nt"].sum(), *res["figures"].values())]
         if res["nt"].sum() == 0:
             LOGGER.warning(f"WARNING ⚠️ no labels found in the {'val' if self.training else 'chosen'} set, "
                            f"cannot compute metrics without labels")

@@ -8,11 +8,17 @@ classes whose IoU is defined (a class absent from both the labels and the predic
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.distributed as tdist
 
+from utils.data.masks import read_mask
+from utils.data.semantic_spec import SemanticSpec
 from utils.log import LOGGER
+from utils.tasks.detect.metric import DetMetric
+from utils.tasks.semantic.rescale import logits_to_label_map
 
 
 def _histogram(idx: torch.Tensor, n: int, scatter: bool | None = None) -> torch.Tensor:
@@ -111,3 +117,51 @@ class SemanticConfusion:
                     continue  # neither labelled nor predicted: no figure, and not in the mean
                 lines.append(pf % (names.get(c, str(c)), gt[c], 0.0 if gt[c] == 0 else acc[c], iou[c]))
         return "\n".join(lines)
+
+
+class SemanticDetectionMetric(DetMetric):
+    """Box AP as detection scores it, plus a confusion matrix of the class maps at each label's full resolution.
+
+    Predictions are SemanticPrediction(det, logits at input size); each image's logits are mapped back through its
+    letterbox and compared with its mask file read at full size (images without a mask add no pixels).
+    """
+
+    names = DetMetric.names + ("metrics/mIoU", "metrics/pixel_acc")
+    post_name = "NMS+seg"
+
+    def __init__(self, names: dict[int, str], save_dir: Path = Path("."), plots: bool = False,
+                 training: bool = False, spec: SemanticSpec | None = None, **kw):
+        super().__init__(names, save_dir, plots=plots, training=training, **kw)
+        if spec is None:
+            raise ValueError("SemanticDetectionMetric needs the data's SemanticSpec (its masks and classes)")
+        self.spec = spec
+        self.pixels = SemanticConfusion(spec.nc, spec.ignore_index)
+
+    def _unpack(self, item) -> tuple[torch.Tensor, None]:
+        return item[0], None
+
+    def update(self, preds: list, batch: dict) -> None:
+        """Boxes as detection; class maps against the full-resolution masks."""
+        super().update(preds, batch)
+        input_hw = tuple(batch["img"].shape[2:])
+        for i, has in enumerate(batch["has_semantic"].tolist()):  # one host read per batch, not per image
+            if not has:
+                continue
+            shape0, ratio_pad = batch["shapes"][i][0], batch["shapes"][i][1]
+            label = torch.from_numpy(self.spec.remap(read_mask(self.spec.mask_path(batch["paths"][i]),
+                                                               tuple(shape0))).astype(np.int64))
+            pred = logits_to_label_map(preds[i][1], input_hw, shape0, ratio_pad)
+            self.pixels.update(pred, label.to(pred.device))
+
+    def reduce(self) -> None:
+        super().reduce()
+        self.pixels.reduce()
+
+    def compute(self) -> dict[str, float]:
+        seg = self.pixels.compute()
+        return {**super().compute(), **{k: seg[k] for k in self.names[4:]}}
+
+    def summary(self, verbose: bool = False) -> str:
+        """Detection's table, then the class table (every class outside training; 'all' = pixel acc and mIoU)."""
+        return super().summary(verbose) + "\n" + self.pixels.summary(self.spec.names, verbose=verbose or
+                                                                      not self.training)

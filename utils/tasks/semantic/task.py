@@ -1,0 +1,146 @@
+"""Detection + semantic segmentation: one model gives boxes and a per-pixel class map, trained jointly.
+
+Builds on detection: the same boxes, loss and AP, plus a semantic head whose cross-entropy joins the loss and whose
+class maps are scored by a confusion matrix at each label's full resolution. The data YAML's `semantic:` section says
+where the masks are and what their classes are (utils/data/semantic_spec.py); images labelled for only one head
+train only that head.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from utils.data.loader import LoaderOptions
+from utils.data.semantic_spec import SemanticSpec
+from utils.errors import ConfigError
+from utils.tasks.detect.task import DetectionTask
+from utils.tasks.semantic.metric import SemanticDetectionMetric
+
+FITNESS_SEG = 0.5  # default share of mIoU in fitness (hyp key `fitness_seg`); the rest is detection's fitness
+
+
+class SemanticPrediction(NamedTuple):
+    """One image's result."""
+
+    det: torch.Tensor  # (n, 6) x1, y1, x2, y2, conf, cls in input pixels
+    logits: torch.Tensor  # (nc_seg, h, w) class logits of the letterboxed input
+
+
+class SemanticTask(DetectionTask):
+    """Boxes from the Detect head and class maps from the semantic head of a SemanticDetectionModel."""
+
+    name = "semantic"
+    post_name = "NMS+seg"
+    loss_names = ("box_loss", "obj_loss", "cls_loss", "seg_loss")
+    metric_names = SemanticDetectionMetric.names
+
+    def __init__(self):
+        self.spec: SemanticSpec | None = None  # set by check_data
+        self.fitness_seg = FITNESS_SEG
+
+    # ------------------------------------------------------------------------------------------ data and model
+    def check_data(self, data: str | dict) -> dict:
+        d = super().check_data(data)
+        self.spec = SemanticSpec.from_data(d)
+        if self.spec is None:
+            raise ConfigError(f"{data}: a detection + semantic model needs per-pixel masks, but the data YAML has no "
+                              f"'semantic:' section (see data/shapes-semantic.yaml), or train a plain detector")
+        return d
+
+    def build_model(self, cfg: str | dict, nc: int, hyp: dict | None = None) -> nn.Module:
+        from models.yolo import build_model, load_yaml_cfg
+
+        d = load_yaml_cfg(cfg)
+        if not d.get("semantic"):
+            raise ConfigError(f"{cfg if isinstance(cfg, str) else 'model'}: no semantic head in the model YAML "
+                              f"(use e.g. yolov5n-city.yaml)")
+        anchors = (hyp or {}).get("anchors")
+        if anchors:
+            d["anchors"] = round(anchors)
+        model = build_model(d, ch=3, nc=nc, nc_seg=self.spec.nc)
+        model.seg_names = dict(self.spec.names)
+        return model
+
+    def scale_hyp(self, hyp: dict, model: nn.Module, nc: int, imgsz: int) -> dict:
+        self.fitness_seg = float(hyp.get("fitness_seg", FITNESS_SEG))
+        if not 0 <= self.fitness_seg <= 1:
+            raise ConfigError(f"hyp fitness_seg must be in [0, 1] (the share of mIoU in fitness), got {self.fitness_seg}")
+        return super().scale_hyp(hyp, model, nc, imgsz)
+
+    def dataset_options(self, opts: LoaderOptions) -> dict:
+        from utils.tasks.semantic.dataset import SemanticDataset
+
+        return {"dataset_cls": SemanticDataset, "dataset_kw": {"semantic": opts.semantic}}
+
+    def preprocess(self, batch: dict, device: torch.device, half: bool = False) -> dict:
+        out = super().preprocess(batch, device, half)
+        out["semantic"] = batch["semantic"].to(device, non_blocking=True).long()
+        out["has_semantic"] = batch["has_semantic"].to(device, non_blocking=True)
+        out["has_boxes"] = batch["has_boxes"].to(device, non_blocking=True)
+        return out
+
+    # ------------------------------------------------------------------------------------------ loss and predictions
+    def criterion(self, model: nn.Module, hyp: dict):
+        from utils.tasks.semantic.loss import SemanticDetectionLoss
+
+        return SemanticDetectionLoss(model.model[-1], hyp, self.spec.ignore_index)
+
+    def split_eval_output(self, out: Any):
+        """Eval output (detections, raw maps, logits) -> ((detections, logits), (raw maps, logits, no aux))."""
+        det, raw, seg = out
+        return (det, seg), ((raw, seg, []) if raw is not None else None)
+
+    def postprocess(self, preds: Any, batch: dict | None = None, **kw: Any) -> list[SemanticPrediction]:
+        """NMS on the boxes; each image keeps its class logits for the metric or the renderer."""
+        det, seg = preds
+        return [SemanticPrediction(d, s) for d, s in zip(super().postprocess(det, batch=batch, **kw), seg)]
+
+    def new_metric(self, names: dict[int, str], save_dir: Path, plots: bool = False,
+                   **opts: Any) -> SemanticDetectionMetric:
+        return SemanticDetectionMetric(names, save_dir, plots=plots, spec=self.spec, **opts)
+
+    def fitness(self, figures: dict[str, float]) -> float:
+        """(1 - fitness_seg) x detection's fitness + fitness_seg x mIoU."""
+        return (1 - self.fitness_seg) * super().fitness(figures) + self.fitness_seg * figures.get("metrics/mIoU", 0.0)
+
+    def plot_val_batch(self, batch: dict, preds: list, save_dir: Path, index: int,
+                       names: dict[int, str] | None = None) -> None:
+        from utils.tasks.semantic.plots import plot_class_maps
+
+        super().plot_val_batch(batch, [p.det for p in preds], save_dir, index, names=names)
+        plot_class_maps(batch, [p.logits for p in preds], self.spec, save_dir / f"val_batch{index}_seg.jpg")
+
+    # ------------------------------------------------------------------------------------------ prediction
+    def add_predict_arguments(self, p: argparse.ArgumentParser) -> None:
+        """detect.py's flags plus the class-map outputs (they apply to detection + semantic models only)."""
+        super().add_predict_arguments(p)
+        p.add_argument("--submit", action="store_true",
+                       help="Cityscapes: write <city>_<seq>_<frame>_pred.png label-id maps for the benchmark server")
+        p.add_argument("--save-as-video", action="store_true",
+                       help="join the saved frames of an image folder into one video")
+        p.add_argument("--fps", type=float, default=30.0, help="frame rate of --save-as-video")
+        p.add_argument("--alpha", type=float, default=0.5, help="opacity of the class-map overlay")
+
+    def renderer(self, opt: argparse.Namespace, names: dict[int, str], save_dir: Path, model: Any = None) -> Any:
+        from utils.tasks.semantic.predictor import SemanticRenderer
+
+        return SemanticRenderer(opt, names, save_dir, model)
+
+
+def pick_detection_task(model_kind: str | None) -> DetectionTask:
+    """The task for the top-level scripts: detection + semantic for a semantic model, plain detection otherwise."""
+    return SemanticTask() if model_kind == "semantic" else DetectionTask()
+
+
+def fitness_weights_note() -> str:
+    """For the README and hyp files: how best.pt is chosen for a detection + semantic model."""
+    return f"fitness = (1 - fitness_seg) x (0.1 mAP50 + 0.9 mAP50-95) + fitness_seg x mIoU, fitness_seg {FITNESS_SEG}"
+
+
+__all__ = ["SemanticTask", "SemanticPrediction", "pick_detection_task", "np"]
