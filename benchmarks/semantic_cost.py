@@ -1,0 +1,136 @@
+"""Extra cost of the semantic head: parameters, GFLOPs and inference memory of the multi-task model against its
+plain detector, with the issue's targets (at most +30% FLOPs and +400 MB at 1024x512).
+
+    python benchmarks/semantic_cost.py                              # yolov5s-city, psp and bise, 1024x512
+    python benchmarks/semantic_cost.py --cfg yolov5n-city.yaml --img 512 1024 --device cpu
+
+The plain detector is the same YAML without its semantic section (identical layers and weights, as the model's
+tests check), so every difference is the head's. GFLOPs are counted by torch.utils.flop_counter on one eval forward
+at the real input size (2 x multiply-accumulates; resizes and pooling are not counted). Memory is that of one
+inference forward at batch 1 (no_grad, eval, fused, channels_last, as detect.py runs the model): on CUDA
+torch.cuda.max_memory_allocated above what was allocated before the model was built (weights included); on CPU the
+growth of the peak resident set of a child process over the same span (ru_maxrss never goes down, so every model
+is measured in a process of its own; allocator caching included, so not comparable with the GPU figure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.memory import rss_now, rss_peak  # noqa: E402
+from models.semantic import with_semantic_head  # noqa: E402
+from models.yolo import DetectionModel, build_model, load_yaml_cfg  # noqa: E402
+from utils.device import select_device  # noqa: E402
+from utils.log import quiet  # noqa: E402
+
+MB = 2 ** 20
+FLOPS_TARGET, MEMORY_TARGET_MB = 0.30, 400
+
+
+def build(cfg: str, head: str) -> torch.nn.Module:
+    """'plain': the YAML's detector alone; otherwise the multi-task model with that semantic head."""
+    d = load_yaml_cfg(cfg)
+    d["yaml_file"] = Path(cfg).name
+    with quiet():
+        return DetectionModel(d) if head == "plain" else build_model(with_semantic_head(d, head))
+
+
+def count(model: torch.nn.Module, hw: tuple[int, int]) -> dict:
+    """Parameters (total and semantic head) and GFLOPs of one eval forward at hw."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(torch.zeros(1, 3, *hw))
+    head = getattr(model, "semantic", None)
+    return {"params": sum(p.numel() for p in model.parameters()),
+            "head_params": sum(p.numel() for p in head.parameters()) if head is not None else 0,
+            "gflops": counter.get_total_flops() / 1e9}
+
+
+def memory(cfg: str, head: str, hw: tuple[int, int], device: torch.device, reps: int) -> dict:
+    """Peak memory of one inference forward (weights included) and the median time of `reps` forwards."""
+    cuda = device.type == "cuda"
+    x = torch.rand(1, 3, *hw).contiguous(memory_format=torch.channels_last)
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
+    else:
+        start = rss_now()
+    model = build(cfg, head).eval()
+    with quiet():
+        model.fuse()
+    model.to(device).to(memory_format=torch.channels_last)
+    x = x.to(device)
+    times = []
+    with torch.no_grad():
+        for _ in range(reps + 1):  # the first call builds grids and kernels: not timed
+            t = time.perf_counter()
+            model(x)
+            if cuda:
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - t)
+    peak = (torch.cuda.max_memory_allocated(device) if cuda else rss_peak()) - start
+    return {"peak_mb": peak / MB, "ms": statistics.median(times[1:]) * 1000}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cfg", default="yolov5s-city.yaml", help="a YAML whose detector is measured (semantic "
+                                                               "section replaced by each --heads head)")
+    p.add_argument("--heads", nargs="+", default=["psp", "bise"])
+    p.add_argument("--img", type=int, nargs=2, default=[512, 1024], metavar=("H", "W"))
+    p.add_argument("--device", default="")
+    p.add_argument("--reps", type=int, default=3, help="timed forwards per model")
+    p.add_argument("--child", default="", help=argparse.SUPPRESS)  # one model's memory, in a process of its own
+    opt = p.parse_args()
+    hw = tuple(opt.img)
+    with quiet():
+        device = select_device(opt.device)
+    if opt.child:
+        print(json.dumps(memory(opt.cfg, opt.child, hw, device, opt.reps)))
+        return
+
+    rows = {}
+    for head in ["plain", *opt.heads]:
+        r = count(build(opt.cfg, head), hw)
+        if device.type == "cuda":
+            r.update(memory(opt.cfg, head, hw, device, opt.reps))
+        else:
+            args = [sys.executable, __file__, "--cfg", opt.cfg, "--img", *map(str, hw), "--device", "cpu",
+                    "--reps", str(opt.reps), "--child", head]
+            out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+            r.update(json.loads(out.strip().splitlines()[-1]))
+        rows[head] = r
+
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    what = "CUDA max_memory_allocated" if device.type == "cuda" else "peak RSS growth"
+    print(f"\n{opt.cfg} detector at {hw[1]}x{hw[0]} (w x h), batch 1, inference (fused, channels_last) on {where}")
+    print(f"{'model':>8} {'params':>10} {'head':>9} {'GFLOPs':>8} {'memory MB':>10} {'ms':>8}   memory = {what}")
+    base = rows["plain"]
+    for head, r in rows.items():
+        print(f"{head:>8} {r['params']:10d} {r['head_params']:9d} {r['gflops']:8.2f} {r['peak_mb']:10.0f} "
+              f"{r['ms']:8.1f}")
+    for head in opt.heads:
+        r = rows[head]
+        df, dm = r["gflops"] / base["gflops"] - 1, r["peak_mb"] - base["peak_mb"]
+        print(f"{head}: +{r['head_params'] / 1e6:.2f}M parameters, FLOPs {df:+.1%} (target <= +{FLOPS_TARGET:.0%}: "
+              f"{'met' if df <= FLOPS_TARGET else 'MISSED'}), memory {dm:+.0f} MB (target <= +{MEMORY_TARGET_MB} MB: "
+              f"{'met' if dm <= MEMORY_TARGET_MB else 'MISSED'}), time {r['ms'] / base['ms']:.2f}x the detector")
+
+
+if __name__ == "__main__":
+    main()
