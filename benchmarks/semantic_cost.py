@@ -3,6 +3,7 @@ plain detector, with the issue's targets (at most +30% FLOPs and +400 MB at 1024
 
     python benchmarks/semantic_cost.py                              # yolov5s-city, psp and bise, 1024x512
     python benchmarks/semantic_cost.py --cfg yolov5n-city.yaml --img 512 1024 --device cpu
+    python benchmarks/semantic_cost.py --device 0 --half           # CUDA, FP16 weights and input (detect.py --half)
 
 The plain detector is the same YAML without its semantic section (identical layers and weights, as the model's
 tests check), so every difference is the head's. GFLOPs are counted by torch.utils.flop_counter on one eval forward
@@ -60,7 +61,7 @@ def count(model: torch.nn.Module, hw: tuple[int, int]) -> dict:
             "gflops": counter.get_total_flops() / 1e9}
 
 
-def memory(cfg: str, head: str, hw: tuple[int, int], device: torch.device, reps: int) -> dict:
+def memory(cfg: str, head: str, hw: tuple[int, int], device: torch.device, reps: int, half: bool = False) -> dict:
     """Peak memory of one inference forward (weights included) and the median time of `reps` forwards."""
     cuda = device.type == "cuda"
     x = torch.rand(1, 3, *hw).contiguous(memory_format=torch.channels_last)
@@ -75,6 +76,9 @@ def memory(cfg: str, head: str, hw: tuple[int, int], device: torch.device, reps:
         model.fuse()
     model.to(device).to(memory_format=torch.channels_last)
     x = x.to(device)
+    if half:
+        model.half()
+        x = x.half()
     times = []
     with torch.no_grad():
         for _ in range(reps + 1):  # the first call builds grids and kernels: not timed
@@ -95,11 +99,14 @@ def main() -> None:
     p.add_argument("--img", type=int, nargs=2, default=[512, 1024], metavar=("H", "W"))
     p.add_argument("--device", default="")
     p.add_argument("--reps", type=int, default=3, help="timed forwards per model")
+    p.add_argument("--half", action="store_true", help="FP16 inference (CUDA only)")
     p.add_argument("--child", default="", help=argparse.SUPPRESS)  # one model's memory, in a process of its own
     opt = p.parse_args()
     hw = tuple(opt.img)
     with quiet():
         device = select_device(opt.device)
+    if opt.half and device.type != "cuda":
+        raise SystemExit("error: --half needs a CUDA device")
     if opt.child:
         print(json.dumps(memory(opt.cfg, opt.child, hw, device, opt.reps)))
         return
@@ -108,7 +115,7 @@ def main() -> None:
     for head in ["plain", *opt.heads]:
         r = count(build(opt.cfg, head), hw)
         if device.type == "cuda":
-            r.update(memory(opt.cfg, head, hw, device, opt.reps))
+            r.update(memory(opt.cfg, head, hw, device, opt.reps, opt.half))
         else:
             args = [sys.executable, __file__, "--cfg", opt.cfg, "--img", *map(str, hw), "--device", "cpu",
                     "--reps", str(opt.reps), "--child", head]
@@ -118,7 +125,8 @@ def main() -> None:
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     what = "CUDA max_memory_allocated" if device.type == "cuda" else "peak RSS growth"
-    print(f"\n{opt.cfg} detector at {hw[1]}x{hw[0]} (w x h), batch 1, inference (fused, channels_last) on {where}")
+    print(f"\n{opt.cfg} detector at {hw[1]}x{hw[0]} (w x h), batch 1, inference (fused, channels_last"
+          f"{', FP16' if opt.half else ''}) on {where}")
     print(f"{'model':>8} {'params':>10} {'head':>9} {'GFLOPs':>8} {'memory MB':>10} {'ms':>8}   memory = {what}")
     base = rows["plain"]
     for head, r in rows.items():

@@ -36,15 +36,30 @@ def _bin_matrix(n, k: int, like: torch.Tensor) -> torch.Tensor:
     return m / m.sum(1, keepdim=True)
 
 
+def _tracing() -> bool:
+    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
 def adaptive_avg_pools(x: torch.Tensor, bins: tuple[int, ...]) -> list[torch.Tensor]:
-    """[F.adaptive_avg_pool2d(x, k) for k in bins], (B, C, H, W) -> (B, C, k, k), as two matrix products.
+    """[F.adaptive_avg_pool2d(x, k) for k in bins]; when exported or traced, the same values as matrix products.
 
     Why: the ONNX exporter lowers adaptive average pooling to a fixed-window AveragePool and refuses sizes the bins
-    do not divide (e.g. a 1/8 map of 20 x 36 into 6 bins); ONNX has no adaptive pooling operator. The averaging
-    matrices are built from the input's shape with arange/compare ops, so a fixed-size export folds them into
-    constants and a dynamic-shape export computes them per input: exact at every size either way. All bins share
-    one pass over x: (B*C*H, W) @ (W, K) then (B*C*K, H) @ (H, K) with K = sum(bins), i.e. plain GEMMs (a
-    broadcast (k, H) @ (B, C, H, W) product runs as B*C tiny matmuls, 100x slower on a CPU).
+    do not divide (e.g. a 1/8 map of 20 x 36 into 6 bins); ONNX has no adaptive pooling operator. Eager runs keep
+    the native kernel (one call per bin; the matrix form costs ~100 small kernels on a GPU and a layout copy of a
+    channels_last map on a CPU).
+    """
+    if _tracing():
+        return matrix_avg_pools(x, bins)
+    return [F.adaptive_avg_pool2d(x, k) for k in bins]
+
+
+def matrix_avg_pools(x: torch.Tensor, bins: tuple[int, ...]) -> list[torch.Tensor]:
+    """Adaptive average pooling into each k x k of `bins` as two matrix products, exact at any input size.
+
+    The averaging matrices are built from the input's shape with arange/compare ops, so a fixed-size export folds
+    them into constants and a dynamic-shape export computes them per input. All bins share one pass over x:
+    (B*C*H, W) @ (W, K) then (B*C*K, H) @ (H, K) with K = sum(bins), plain GEMMs (a broadcast (k, H) @ (B, C, H, W)
+    product runs as B*C tiny matmuls, 100x slower on a CPU).
     """
     b, c, h, w = x.shape
     pw = torch.cat([_bin_matrix(w, k, x) for k in bins])  # (K, W)
@@ -57,11 +72,6 @@ def adaptive_avg_pools(x: torch.Tensor, bins: tuple[int, ...]) -> list[torch.Ten
         out.append(y[:, :, o:o + k, o:o + k].transpose(2, 3))
         o += k
     return out
-
-
-def adaptive_avg_pool(x: torch.Tensor, k: int) -> torch.Tensor:
-    """F.adaptive_avg_pool2d(x, k) with exact ONNX export at any size (see adaptive_avg_pools)."""
-    return adaptive_avg_pools(x, (k,))[0]
 
 
 def _resize(x: torch.Tensor, size) -> torch.Tensor:

@@ -20,8 +20,8 @@ from models.semantic import (
     SEMANTIC_HEADS,
     SemanticBiSe,
     SemanticPSP,
-    adaptive_avg_pool,
     adaptive_avg_pools,
+    matrix_avg_pools,
     neck_concat_levels,
     with_semantic_head,
 )
@@ -86,12 +86,12 @@ def _det_shapes(h: int, w: int, nc: int) -> list[tuple]:
 
 @pytest.mark.parametrize("hw", [(1, 1), (5, 7), (12, 20), (16, 24), (28, 44), (40, 64), (64, 128)])
 def test_matrix_adaptive_pool_equals_torch(hw):
+    # the form exports use: exact against PyTorch's own bins at sizes the bins divide and at sizes they do not
     x = torch.randn(2, 3, *hw)
-    for k in (1, 2, 3, 6):
-        assert torch.allclose(adaptive_avg_pool(x, k), F.adaptive_avg_pool2d(x, k), atol=1e-5)
-    xl = x.contiguous(memory_format=torch.channels_last)
-    for k, p in zip((1, 2, 3, 6), adaptive_avg_pools(xl, (1, 2, 3, 6))):
-        assert p.shape == (2, 3, k, k) and torch.allclose(p, F.adaptive_avg_pool2d(x, k), atol=1e-5)
+    for xi in (x, x.contiguous(memory_format=torch.channels_last)):
+        for k, p, q in zip((1, 2, 3, 6), matrix_avg_pools(xi, (1, 2, 3, 6)), adaptive_avg_pools(xi, (1, 2, 3, 6))):
+            ref = F.adaptive_avg_pool2d(xi, k)
+            assert p.shape == (2, 3, k, k) and torch.allclose(p, ref, atol=1e-5) and torch.equal(q, ref)
 
 
 # ---- YAML wiring -----------------------------------------------------------------------------------------------------
@@ -360,3 +360,15 @@ def test_onnx_export_dynamic_shape_psp_and_bise(psp_n, bise_n):
     x = torch.rand(1, 3, 96, 160)
     m, sess = _onnx(bise_n, x)
     _check_onnx(m, sess, x)
+
+
+# ---- cost benchmark --------------------------------------------------------------------------------------------------
+
+def test_semantic_cost_benchmark_functions():
+    from benchmarks.semantic_cost import build, count, memory
+
+    plain, psp = (count(build("yolov5n-city.yaml", head), (64, 128)) for head in ("plain", "psp"))
+    assert plain["head_params"] == 0 and psp["params"] - psp["head_params"] == plain["params"]
+    assert psp["gflops"] > plain["gflops"] > 0
+    r = memory("yolov5n-city.yaml", "bise", (64, 128), torch.device("cpu"), reps=1)
+    assert r["ms"] > 0 and r["peak_mb"] >= 0
