@@ -6,9 +6,9 @@ Contract shared by every head (the model relies on it): eval -> logits (B, nc, H
 aux is a list of auxiliary logits at the input resolution too (empty when the head has none). Heads know nothing
 about losses.
 
-Every layer that sees a globally pooled map (pyramid bins, channel attention, global context) uses a biased
-convolution without BatchNorm: BatchNorm over a 1x1 map of a batch of one has a single value per channel and fails
-in training, which made the reference skip batches of one image.
+Every layer that sees a globally pooled map (pyramid bins, channel attention, global context) is a BiasConv, a
+convolution with a bias and no BatchNorm: BatchNorm over a 1x1 map of a batch of one has a single value per channel
+and fails in training, which made the reference skip batches of one image.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.common import Concat, Conv
+from models.common import Concat, Conv, autopad
 from models.registry import lookup, register
 
 SEMANTIC_HEADS = {"psp": "SemanticPSP", "bise": "SemanticBiSe"}  # short names a CLI flag may offer
@@ -78,6 +78,22 @@ def _resize(x: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
+class BiasConv(Conv):
+    """Conv2d with a bias, then the activation, no BatchNorm: a Conv in its fused form from the start.
+
+    Being a Conv, it takes a model YAML's activation like every other Conv; fuse() leaves it alone (no `bn`).
+    """
+
+    def __init__(self, c1: int, c2: int, k: int = 1, act: bool | nn.Module = True):
+        nn.Module.__init__(self)  # Conv's own __init__ would build the BatchNorm this block exists to avoid
+        self.conv = nn.Conv2d(c1, c2, k, 1, autopad(k), bias=True)
+        self.act = self.default_act if act is True else act if isinstance(act, nn.Module) else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Convolve, activate."""
+        return self.act(self.conv(x))
+
+
 class PyramidPool(nn.Module):
     """Pyramid pooling: the map, plus for each bin count an adaptive average pool -> 1x1 conv (c/len(bins)) ->
     bilinear upsample; concatenated, so c1 -> 2*c1 channels."""
@@ -86,14 +102,13 @@ class PyramidPool(nn.Module):
         super().__init__()
         self.bins = tuple(int(b) for b in bins)
         c_ = c1 // len(self.bins)
-        self.cv = nn.ModuleList(nn.Conv2d(c1, c_, 1) for _ in self.bins)
-        self.act = Conv.default_act
+        self.cv = nn.ModuleList(BiasConv(c1, c_, 1) for _ in self.bins)
         self.c2 = c1 + c_ * len(self.bins)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, c1, H, W) -> (B, c2, H, W)."""
         size = x.shape[-2:]
-        return torch.cat([x] + [_resize(self.act(cv(p)), size)
+        return torch.cat([x] + [_resize(cv(p), size)
                                 for p, cv in zip(adaptive_avg_pools(x, self.bins), self.cv)], 1)
 
 
@@ -104,15 +119,12 @@ class ChannelAttentionFuse(nn.Module):
     def __init__(self, c1: int, c2: int, k: int = 1, r: int = 4):
         super().__init__()
         self.cv = Conv(c1, c2, k)
-        self.fc1 = nn.Conv2d(c2, max(c2 // r, 8), 1)
-        self.fc2 = nn.Conv2d(max(c2 // r, 8), c2, 1)
-        self.act = Conv.default_act
+        self.att = nn.Sequential(BiasConv(c2, max(c2 // r, 8), 1), BiasConv(max(c2 // r, 8), c2, 1, nn.Sigmoid()))
 
     def forward(self, x: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
         """Fuse and reweight channels."""
         y = self.cv(torch.cat(x, 1) if isinstance(x, (list, tuple)) else x)
-        a = torch.sigmoid(self.fc2(self.act(self.fc1(y.mean((2, 3), keepdim=True)))))
-        return y * (1 + a)
+        return y * (1 + self.att(y.mean((2, 3), keepdim=True)))
 
 
 class ReceptiveFieldBlock(nn.Module):
@@ -127,8 +139,7 @@ class ReceptiveFieldBlock(nn.Module):
         self.b1 = Conv(c_, c_, 3, d=d[0])
         self.b2 = Conv(c_, c_, 3, d=d[1])
         self.b3 = Conv(c1, c_, 1)
-        self.gc = nn.Conv2d(c_, c_, 1) if global_context else None
-        self.act = Conv.default_act
+        self.gc = BiasConv(c_, c_, 1) if global_context else None
         self.cv = Conv(c_ * (5 if global_context else 4), c2, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,7 +149,7 @@ class ReceptiveFieldBlock(nn.Module):
         y2 = self.b2(y1)
         ys = [y0, y1, y2, self.b3(x)]
         if self.gc is not None:
-            ys.append(self.act(self.gc(y2.mean((2, 3), keepdim=True))).expand_as(y2))
+            ys.append(self.gc(y2.mean((2, 3), keepdim=True)).expand_as(y2))
         return self.cv(torch.cat(ys, 1))
 
 

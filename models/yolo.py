@@ -418,6 +418,8 @@ class SemanticDetectionModel(DetectionModel):
       export (Detect.export set): (decoded detections, seg logits).
     """
 
+    task = "semantic"  # checkpoints name the task that serves the model
+
     def __init__(self, cfg: str | Path | dict = "yolov5s-city.yaml", ch: int = 3, nc: int | None = None,
                  anchors: list | int | None = None, nc_seg: int | None = None):
         d, _ = _cfg_and_file(cfg)

@@ -13,11 +13,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.common import Concat
+from models.common import Concat, Conv
 from models.heads import Detect
 from models.registry import lookup
 from models.semantic import (
     SEMANTIC_HEADS,
+    BiasConv,
     SemanticBiSe,
     SemanticPSP,
     adaptive_avg_pools,
@@ -164,6 +165,15 @@ def test_any_detection_yaml_takes_a_semantic_head():
     with torch.no_grad():
         pred, maps, seg = model(torch.rand(1, 3, 128, 192))
     assert len(maps) == 4 and seg.shape == (1, 3, 128, 192) and model.semantic[-1].f == [22, 25, 28]
+
+
+def test_yaml_activation_reaches_the_semantic_head():
+    d = with_semantic_head(load_yaml_cfg("yolov5n-city.yaml"), "bise")
+    d["activation"] = "nn.LeakyReLU(0.1)"
+    head = build_model(d).semantic[-1]
+    acts = {type(m.act) for m in head.modules() if isinstance(m, Conv)}
+    assert acts == {nn.LeakyReLU, nn.Sigmoid}  # the attention gate keeps its sigmoid
+    assert any(isinstance(m, BiasConv) and isinstance(m.act, nn.LeakyReLU) for m in head.modules())
 
 
 def test_nc_and_nc_seg_overrides():
