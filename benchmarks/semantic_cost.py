@@ -11,7 +11,8 @@ at the real input size (2 x multiply-accumulates; resizes and pooling are not co
 inference forward at batch 1 (no_grad, eval, fused, channels_last, as detect.py runs the model): on CUDA
 torch.cuda.max_memory_allocated above what was allocated before the model was built (weights included); on CPU the
 growth of the peak resident set of a child process over the same span (ru_maxrss never goes down, so every model
-is measured in a process of its own; allocator caching included, so not comparable with the GPU figure).
+is measured in a process of its own; allocator caching included, so not comparable with the GPU figure). Times are
+medians over interleaved rounds of one forward per model in one process.
 """
 
 from __future__ import annotations
@@ -61,34 +62,56 @@ def count(model: torch.nn.Module, hw: tuple[int, int]) -> dict:
             "gflops": counter.get_total_flops() / 1e9}
 
 
-def memory(cfg: str, head: str, hw: tuple[int, int], device: torch.device, reps: int, half: bool = False) -> dict:
-    """Peak memory of one inference forward (weights included) and the median time of `reps` forwards."""
-    cuda = device.type == "cuda"
-    x = torch.rand(1, 3, *hw).contiguous(memory_format=torch.channels_last)
-    if cuda:
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        start = torch.cuda.memory_allocated(device)
-    else:
-        start = rss_now()
+def inference_model(cfg: str, head: str, device: torch.device, half: bool = False) -> torch.nn.Module:
+    """The model as detect.py runs it: eval, fused, channels_last (FP16 with half)."""
     model = build(cfg, head).eval()
     with quiet():
         model.fuse()
     model.to(device).to(memory_format=torch.channels_last)
-    x = x.to(device)
-    if half:
-        model.half()
-        x = x.half()
-    times = []
+    return model.half() if half else model
+
+
+def memory(cfg: str, head: str, hw: tuple[int, int], device: torch.device, half: bool = False) -> dict:
+    """Peak memory over building the inference model and two forwards at batch 1 (weights included)."""
+    cuda = device.type == "cuda"
+    x = torch.rand(1, 3, *hw).contiguous(memory_format=torch.channels_last)
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
+    else:
+        start = rss_now()
+    model = inference_model(cfg, head, device, half)
+    x = x.to(device, torch.float16 if half else torch.float32)
     with torch.no_grad():
-        for _ in range(reps + 1):  # the first call builds grids and kernels: not timed
-            t = time.perf_counter()
+        for _ in range(2):  # the first call also builds the Detect grids
             model(x)
-            if cuda:
-                torch.cuda.synchronize(device)
-            times.append(time.perf_counter() - t)
     peak = (torch.cuda.max_memory_allocated(device) if cuda else rss_peak()) - start
-    return {"peak_mb": peak / MB, "ms": statistics.median(times[1:]) * 1000}
+    del model, x
+    return {"peak_mb": peak / MB}
+
+
+def timings(cfg: str, heads: list[str], hw: tuple[int, int], device: torch.device, reps: int,
+            half: bool = False) -> dict[str, float]:
+    """Median ms per forward of each model, timed in interleaved rounds so that a shared machine's drifts hit all
+    models alike (compare the ratios, not the milliseconds across runs)."""
+    models = {h: inference_model(cfg, h, device, half) for h in heads}
+    x = torch.rand(1, 3, *hw, device=device, dtype=torch.float16 if half else torch.float32)
+    x = x.contiguous(memory_format=torch.channels_last)
+    ts = {h: [] for h in heads}
+    with torch.no_grad():
+        for r in range(reps + 1):  # round 0 warms up
+            for h, m in models.items():
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                t = time.perf_counter()
+                m(x)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                if r:
+                    ts[h].append(time.perf_counter() - t)
+    return {h: statistics.median(v) * 1000 for h, v in ts.items()}
 
 
 def main() -> None:
@@ -98,7 +121,7 @@ def main() -> None:
     p.add_argument("--heads", nargs="+", default=["psp", "bise"])
     p.add_argument("--img", type=int, nargs=2, default=[512, 1024], metavar=("H", "W"))
     p.add_argument("--device", default="")
-    p.add_argument("--reps", type=int, default=3, help="timed forwards per model")
+    p.add_argument("--reps", type=int, default=5, help="timed rounds (one forward of each model per round)")
     p.add_argument("--half", action="store_true", help="FP16 inference (CUDA only)")
     p.add_argument("--child", default="", help=argparse.SUPPRESS)  # one model's memory, in a process of its own
     opt = p.parse_args()
@@ -108,20 +131,23 @@ def main() -> None:
     if opt.half and device.type != "cuda":
         raise SystemExit("error: --half needs a CUDA device")
     if opt.child:
-        print(json.dumps(memory(opt.cfg, opt.child, hw, device, opt.reps)))
+        print(json.dumps(memory(opt.cfg, opt.child, hw, device)))
         return
 
     rows = {}
-    for head in ["plain", *opt.heads]:
+    heads = ["plain", *opt.heads]
+    for head in heads:
         r = count(build(opt.cfg, head), hw)
         if device.type == "cuda":
-            r.update(memory(opt.cfg, head, hw, device, opt.reps, opt.half))
-        else:
+            r.update(memory(opt.cfg, head, hw, device, opt.half))
+        else:  # ru_maxrss never goes down: each model's peak needs a process of its own
             args = [sys.executable, __file__, "--cfg", opt.cfg, "--img", *map(str, hw), "--device", "cpu",
-                    "--reps", str(opt.reps), "--child", head]
+                    "--child", head]
             out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
             r.update(json.loads(out.strip().splitlines()[-1]))
         rows[head] = r
+    for head, ms in timings(opt.cfg, heads, hw, device, opt.reps, opt.half).items():
+        rows[head]["ms"] = ms
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     what = "CUDA max_memory_allocated" if device.type == "cuda" else "peak RSS growth"
