@@ -17,6 +17,7 @@ W=$(( $(nproc) - 2 ))
 step 70 bench $PY benchmarks/train_speed.py --baseline --steps 20 --workers $W
 step 70 bench $PY benchmarks/train_speed.py --baseline --batch 64 --steps 10 --workers $W
 step 50 bench $PY benchmarks/memory.py
+step 40 bench $PY benchmarks/semantic_cost.py --device 0 --half
 step 60 train $PY train.py --device 0 --workers 8 --epochs 10 --exist-ok --name gpu
 step 50 train $PY segment/train.py --device 0 --workers 8 --epochs 5 --exist-ok --name gpu
 step 40 train $PY classify/train.py --device 0 --workers 8 --epochs 5 --exist-ok --name gpu

@@ -65,7 +65,7 @@ def rss_peak() -> int:
 def make_criterion(model: torch.nn.Module, hyp: dict):
     """The detection loss for a plain Detect head; otherwise a stand-in (mean of every output tensor)."""
     head = model.model[-1]
-    if type(head).__name__ == "Detect":
+    if type(head).__name__ == "Detect" and not hasattr(model, "semantic"):  # a semantic model also returns seg logits
         return DetectionLoss(head, hyp), False
 
     def flat(o):

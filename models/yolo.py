@@ -26,6 +26,7 @@ from models.common import Conv, fuse_conv_and_bn  # noqa: E402
 from models.heads import Classify, Detect, Segment  # noqa: E402
 from models.info import model_info  # noqa: E402
 from models.registry import lookup  # noqa: E402
+from models.semantic import SemanticHead  # noqa: E402  (also registers the semantic heads)
 from utils.errors import ModelConfigError  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
 from utils.paths import ROOT, find_file  # noqa: E402
@@ -79,7 +80,8 @@ def _resolve_arg(a, names: dict):
 
 
 def parse_model(d: dict, ch: list[int]) -> tuple[nn.Sequential, list[int]]:
-    """Build the layer stack described by a model dict (backbone + head rows [from, number, module, args])."""
+    """Build the layer stack described by a model dict: backbone + head (+ semantic) rows [from, number, module,
+    args], numbered in that order."""
     src = d.get("yaml_file", "model yaml")
     for key in ("nc", "backbone", "head"):
         if key not in d:
@@ -89,12 +91,12 @@ def parse_model(d: dict, ch: list[int]) -> tuple[nn.Sequential, list[int]]:
     gd, gw = d.get("depth_multiple", 1.0), d.get("width_multiple", 1.0)
     na = (len(anchors[0]) // 2 if isinstance(anchors, list) else anchors) or 0
     no = na * (nc + 5)  # a conv that outputs exactly `no` channels is a prediction layer and is not width-scaled
-    names = {"nc": nc, "anchors": anchors, "None": None, "True": True, "False": False}
+    names = {"nc": nc, "nc_seg": d.get("nc_seg"), "anchors": anchors, "None": None, "True": True, "False": False}
     act = parse_activation(d["activation"]) if d.get("activation") else None
     if act is not None:
         LOGGER.info(f"activation: {d['activation']}")
     layers, save, c2 = [], [], ch[-1]
-    for i, row in enumerate(d["backbone"] + d["head"]):
+    for i, row in enumerate(d["backbone"] + d["head"] + (d.get("semantic") or [])):
         if not (isinstance(row, (list, tuple)) and len(row) == 4):
             raise ModelConfigError(f"{src}: layer {i}: expected [from, number, module, args], got {row!r}")
         f, n, m, args = row
@@ -109,6 +111,9 @@ def parse_model(d: dict, ch: list[int]) -> tuple[nn.Sequential, list[int]]:
         kind = _NN_KINDS.get(cls) or getattr(cls, "yaml_kind", None)
         if kind in ("channels", "channels_repeat", "batchnorm", "classify") and not isinstance(f, int):
             raise ModelConfigError(f"{src}: layer {i}: {m} takes one input, got from={f!r}")
+        if kind == "semantic" and not (isinstance(f, list) and isinstance(args[0] if args else None, int)):
+            raise ModelConfigError(f"{src}: layer {i}: {m} needs from=[P3, P4, P5 layers] and args [nc_seg, width] "
+                                   f"with nc_seg set (got from={f!r}, args={args!r})")
         if kind in ("channels", "channels_repeat"):
             c1, c2 = ch[f], args[0]
             if c2 != no:
@@ -127,6 +132,11 @@ def parse_model(d: dict, ch: list[int]) -> tuple[nn.Sequential, list[int]]:
                 args[1] = [list(range(args[1] * 2))] * len(f)
             if issubclass(cls, Segment) and len(args) > 3:
                 args[3] = make_divisible(args[3] * gw, 8)  # prototype channels follow the width multiple
+        elif kind == "semantic":
+            args = [[ch[x] for x in f], *args]
+            if len(args) > 2:
+                args[2] = make_divisible(args[2] * gw, 8)  # hidden width follows the width multiple
+            c2 = args[1]
         elif kind == "classify":
             c1 = ch[f]
             args = [c1, *args]
@@ -220,11 +230,15 @@ class BaseModel(nn.Module):
         return self._forward_once(x, profile, visualize)
 
     def _forward_once(self, x: torch.Tensor, profile: bool = False, visualize=False):
-        y, dt = [], []
-        for m in self.model:
+        return self._run_layers(self.model, x, [], [] if profile else None, visualize)
+
+    def _run_layers(self, layers: nn.Sequential, x, y: list, dt: list[float] | None = None, visualize=False):
+        """Run `layers` in order, appending kept outputs to y (indexed by layer number); returns the last output.
+        dt: profile into this list of times (None: no profiling)."""
+        for m in layers:
             if m.f != -1:
                 x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
-            if profile:
+            if dt is not None:
                 self._profile_one_layer(m, x, dt)
             x = m(x)
             y.append(x if m.i in self.save else None)
@@ -235,7 +249,7 @@ class BaseModel(nn.Module):
     def _profile_one_layer(self, m: nn.Module, x, dt: list[float]) -> None:
         from torch.utils.flop_counter import FlopCounterMode
 
-        last = m is self.model[-1]
+        last = m is getattr(self, "semantic", self.model)[-1]  # the semantic head runs after Detect
         arg = (lambda: list(x)) if isinstance(x, list) else (lambda: x)  # heads rewrite their input list in place
         counter = FlopCounterMode(display=False)
         with torch.no_grad(), counter:
@@ -254,7 +268,7 @@ class BaseModel(nn.Module):
     def fuse(self) -> BaseModel:
         """Fold every Conv's BatchNorm into its convolution (inference only)."""
         LOGGER.info("Fusing layers... ")
-        for m in self.model.modules():
+        for m in self.modules():
             if isinstance(m, Conv) and hasattr(m, "bn"):
                 m.conv = fuse_conv_and_bn(m.conv, m.bn)
                 delattr(m, "bn")
@@ -306,7 +320,7 @@ class DetectionModel(BaseModel):
         if anchors:
             LOGGER.info(f"Overriding model.yaml anchors with anchors={anchors}")
             self.yaml["anchors"] = round(anchors) if isinstance(anchors, (int, float)) else anchors
-        self.model, self.save = parse_model(self.yaml, ch=[ch])
+        self.model, self.save = self._parse_layers(ch)
         self.nc = self.yaml["nc"]
         self.names = {i: f"class{i}" for i in range(self.nc)}
         self.inplace = self.yaml.get("inplace", True)
@@ -334,6 +348,13 @@ class DetectionModel(BaseModel):
         initialize_weights(self)
         self.info()
         LOGGER.info("")
+
+    def _parse_layers(self, ch: int) -> tuple[nn.Sequential, list[int]]:
+        """The detector's layers; a YAML's semantic section is dropped (SemanticDetectionModel builds it)."""
+        if self.yaml.pop("semantic", None):
+            self.yaml.pop("nc_seg", None)
+            LOGGER.info("DetectionModel: the YAML's semantic section is left out (detector only)")
+        return parse_model(self.yaml, ch=[ch])
 
     def forward(self, x: torch.Tensor, augment: bool = False, profile: bool = False, visualize=False):
         """Forward; augment=True runs test-time augmentation and returns (merged predictions, None)."""
@@ -401,6 +422,106 @@ class SegmentationModel(DetectionModel):
         super().__init__(cfg, ch, nc, anchors)
 
 
+class SemanticDetectionModel(DetectionModel):
+    """Detection + semantic segmentation: a DetectionModel plus the head of the YAML's `semantic:` section, which
+    reads neck layers by index and runs after Detect.
+
+    Outputs, seg logits always (B, nc_seg, H, W) at the input size:
+      train: (Detect's per-level maps, seg logits, aux logits: a list, empty for heads without auxiliary outputs);
+      eval: (decoded detections (B, N, 5+nc), Detect's per-level maps, seg logits);
+      export (Detect.export set): (decoded detections, seg logits).
+    """
+
+    task = "semantic"  # checkpoints name the task that serves the model
+
+    def __init__(self, cfg: str | Path | dict = "yolov5s-city.yaml", ch: int = 3, nc: int | None = None,
+                 anchors: list | int | None = None, nc_seg: int | None = None):
+        d, _ = _cfg_and_file(cfg)
+        if nc_seg and nc_seg != d.get("nc_seg"):
+            LOGGER.info(f"Overriding model.yaml nc_seg={d.get('nc_seg')} with nc_seg={nc_seg}")
+            d["nc_seg"] = int(nc_seg)
+        super().__init__(d, ch, nc, anchors)
+        self.nc_seg = self.yaml["nc_seg"]
+        self.seg_names = {i: f"class{i}" for i in range(self.nc_seg)}
+        self._check_seg_size(ch)
+
+    def _parse_layers(self, ch: int) -> tuple[nn.Sequential, list[int]]:
+        """Detector layers (self.model) and the semantic section's layers (self.semantic, numbered after them)."""
+        src, rows = self.yaml.get("yaml_file") or "model yaml", self.yaml.get("semantic")
+        n = len(self.yaml["backbone"]) + len(self.yaml["head"])
+        if not rows or not isinstance(rows, list):
+            raise ModelConfigError(f"{src}: no semantic section (rows [from, number, module, args] after the head)")
+        nc_seg = self.yaml.get("nc_seg")
+        if not isinstance(nc_seg, int) or isinstance(nc_seg, bool) or nc_seg < 1:
+            raise ModelConfigError(f"{src}: the semantic section needs nc_seg, the number of semantic classes "
+                             f"(a positive integer in the YAML or from the data), got {nc_seg!r}")
+        f = rows[0][0] if isinstance(rows[0], (list, tuple)) and rows[0] else None
+        if any(j in (-1, n - 1) for j in (f if isinstance(f, list) else [f])):
+            raise ModelConfigError(f"{src}: layer {n}: the semantic head reads neck layers by index, "
+                                   f"not Detect's output")
+        layers, save = parse_model(self.yaml, ch=[ch])
+        if not isinstance(layers[-1], SemanticHead):
+            raise ModelConfigError(f"{src}: the semantic section must end with a semantic head (SemanticPSP or "
+                             f"SemanticBiSe), got {type(layers[-1]).__name__}")
+        self.semantic = layers[n:]  # slicing keeps the layer numbers as keys: semantic.25.*
+        return layers[:n], save
+
+    def _check_seg_size(self, ch: int) -> None:
+        s = int(self.stride.max())
+        training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                seg = self._forward_both(torch.zeros(1, ch, 2 * s, 4 * s))[1]
+        finally:
+            self.train(training)
+        if tuple(seg.shape[-2:]) != (2 * s, 4 * s):
+            raise ModelConfigError(f"{self.yaml_file or 'model yaml'}: the semantic head gives {tuple(seg.shape[-2:])} "
+                             f"logits for a {2 * s}x{4 * s} input; it must read the levels at strides 8, 16, 32")
+
+    def forward(self, x: torch.Tensor, augment: bool = False, profile: bool = False, visualize=False):
+        """Outputs by mode as in the class docstring; augment=True: (merged detections, None, merged seg logits)."""
+        if augment:
+            return self._forward_augment(x)
+        det, seg, aux = self._forward_both(x, profile, visualize)
+        if self.training:
+            return det, seg, aux
+        return (det[0], seg) if self.model[-1].export else (det[0], det[1], seg)
+
+    def _forward_both(self, x: torch.Tensor, profile: bool = False, visualize=False):
+        """(Detect's output, seg logits, aux logits)."""
+        y, dt = [], ([] if profile else None)
+        det = self._run_layers(self.model, x, y, dt, visualize)
+        seg = self._run_layers(self.semantic, det, y, dt, visualize)
+        seg, aux = seg if isinstance(seg, tuple) else (seg, [])
+        return det, seg, aux
+
+    def _forward_augment(self, x: torch.Tensor) -> tuple[torch.Tensor, None, torch.Tensor]:
+        """Detections merged as DetectionModel does; seg class probabilities of the three passes mapped back onto
+        the input and averaged, returned as log-probabilities (valid logits: softmax gives the mean probability)."""
+        if self.training:
+            raise RuntimeError("test-time augmentation needs the model in eval mode (model.eval())")
+        img_size = x.shape[-2:]
+        gs = int(self.stride.max())
+        dets, prob = [], 0
+        for si, fi in zip((1, 0.83, 0.67), (None, 3, None)):  # scales, flips (3 = left-right)
+            xi = scale_img(x.flip(fi) if fi else x, si, gs=gs)
+            det, seg, _ = self._forward_both(xi)
+            dets.append(self._descale_pred(det[0], fi, si, img_size))
+            prob = prob + descale_seg(seg, fi, si, img_size).float().softmax(1)
+        seg = (prob / 3).clamp_min(torch.finfo(torch.float32).tiny).log().to(seg.dtype)
+        return torch.cat(self._clip_augmented(dets), 1), None, seg
+
+
+def descale_seg(seg: torch.Tensor, flips: int | None, scale: float, img_size) -> torch.Tensor:
+    """Map per-pixel maps of an image that went through scale_img (after a flip of dim `flips`) back onto it."""
+    h, w = img_size
+    if scale != 1.0:
+        seg = F.interpolate(seg[..., : int(h * scale), : int(w * scale)], size=(h, w), mode="bilinear",
+                            align_corners=False)
+    return seg.flip(flips) if flips else seg
+
+
 class ClassificationModel(BaseModel):
     """YOLOv5 classifier: a detection backbone cut at `cutoff` with a Classify head in place of its last layer."""
 
@@ -465,9 +586,19 @@ def _head_class(d: dict) -> type | None:
         return None
 
 
-def build_model(cfg: str | Path | dict, ch: int = 3, nc: int | None = None) -> BaseModel:
-    """Build the model class that matches the YAML's head (Segment, Detect or Classify)."""
-    head = _head_class(load_yaml_cfg(cfg))
+def build_model(cfg: str | Path | dict, ch: int = 3, nc: int | None = None, nc_seg: int | None = None) -> BaseModel:
+    """Build the model class that matches the YAML: a semantic section (SemanticDetectionModel), else its head
+    (Segment, Detect or Classify). nc_seg overrides the YAML's number of semantic classes."""
+    d = load_yaml_cfg(cfg)
+    head = _head_class(d)
+    name = cfg if not isinstance(cfg, dict) else d.get("yaml_file", "model dict")
+    if d.get("semantic"):
+        if head is None or not issubclass(head, Detect) or issubclass(head, Segment):
+            raise ModelConfigError(f"{name}: a semantic section needs a Detect head as the head's last layer")
+        return SemanticDetectionModel(cfg, ch=ch, nc=nc, nc_seg=nc_seg)
+    if nc_seg is not None:
+        raise ModelConfigError(f"{name}: nc_seg={nc_seg} given but the model YAML has no semantic section "
+                         f"(use e.g. yolov5s-city.yaml, or models.semantic.with_semantic_head)")
     if head is not None and issubclass(head, Segment):
         return SegmentationModel(cfg, ch=ch, nc=nc)
     if head is not None and issubclass(head, Detect):

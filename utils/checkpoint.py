@@ -1,11 +1,12 @@
 """Our checkpoint format (loadable with torch.load(weights_only=True)), upstream conversion, and model loading.
 
 A checkpoint is a dict of tensors and plain Python only:
-  format 'mt-yolov5', version 1, task ('detect' | 'segment' | 'classify'), model_yaml (dict),
+  format 'mt-yolov5', version 1, task ('detect' | 'segment' | 'classify' | 'semantic'), model_yaml (dict),
   model (state_dict, FP16), names {int: str}, stride [float], nc int, ema (state_dict FP16 | None),
   updates int | None, optimizer (state dict | None), epoch int (-1 once training finished),
   best_fitness float | None, opt dict (paths as str), date str,
-  optional train_state (RNG states as tensors, for --resume) and git dict.
+  optional train_state (RNG states as tensors, for --resume) and git dict;
+  semantic models (detection + semantic segmentation) add nc_seg int and seg_names {int: str}.
 Upstream YOLOv5 v7.0 files (pickled modules) are converted to this layout on load, with no code from the file run.
 """
 
@@ -96,6 +97,9 @@ def make_checkpoint(model: torch.nn.Module, ema: torch.nn.Module | None = None, 
         "opt": to_plain(dict(opt or {})),
         "date": datetime.now().isoformat(),
     }
+    if getattr(model, "nc_seg", None):
+        ck["nc_seg"] = int(model.nc_seg)
+        ck["seg_names"] = {int(k): str(v) for k, v in dict(getattr(model, "seg_names", {}) or {}).items()}
     if train_state is not None:
         ck["train_state"] = train_state
     return ck
@@ -200,13 +204,15 @@ def build_from_checkpoint(ck: dict[str, Any], source: str | Path = "<checkpoint>
         raise CheckpointError(f"{source}: checkpoint has no model_yaml to rebuild the model from")
     sd = ck["ema"] if use_ema and ck.get("ema") is not None else ck["model"]
     with quiet():  # users asked for weights, not for the layer table of a model they did not define
-        model = build_model(dict(yaml), ch=int(yaml.get("ch", 3)), nc=ck.get("nc"))
+        model = build_model(dict(yaml), ch=int(yaml.get("ch", 3)), nc=ck.get("nc"), nc_seg=ck.get("nc_seg"))
     try:
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, strict=True)
     except RuntimeError as e:
         raise CheckpointError(f"{source}: weights do not match the model its yaml builds ({str(e)[:300]})") from None
     model.float()
     model.names = {int(k): v for k, v in ck.get("names", {}).items()} or {i: f"class{i}" for i in range(model.nc)}
+    if hasattr(model, "seg_names"):
+        model.seg_names = {int(k): v for k, v in (ck.get("seg_names") or {}).items()} or model.seg_names
     if ck.get("stride"):
         model.stride = torch.tensor(ck["stride"], dtype=torch.float32)
     return model

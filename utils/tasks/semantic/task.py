@@ -70,7 +70,8 @@ class SemanticTask(DetectionTask):
     def scale_hyp(self, hyp: dict, model: nn.Module, nc: int, imgsz: int) -> dict:
         self.fitness_seg = float(hyp.get("fitness_seg", FITNESS_SEG))
         if not 0 <= self.fitness_seg <= 1:
-            raise ConfigError(f"hyp fitness_seg must be in [0, 1] (the share of mIoU in fitness), got {self.fitness_seg}")
+            raise ConfigError(f"hyp fitness_seg must be in [0, 1] (the share of mIoU in fitness), "
+                              f"got {self.fitness_seg}")
         return super().scale_hyp(hyp, model, nc, imgsz)
 
     def dataset_options(self, opts: LoaderOptions) -> dict:
