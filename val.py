@@ -1,4 +1,4 @@
-"""Validate a trained YOLOv5 detector on a dataset split.
+"""Validate a trained YOLOv5 detector (or detection + semantic model) on a dataset split.
 
     python val.py --weights runs/train/exp/weights/best.pt --data data/shapes.yaml --img 320
     python val.py --weights yolov5s.pt --data coco128.yaml --img 640 --save-json
@@ -12,22 +12,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from utils.checkpoint import checkpoint_kind, first_weights  # noqa: E402
 from utils.engine.cli import opt_with, run_main  # noqa: E402
 from utils.engine.validate import add_val_arguments, validate  # noqa: E402
 from utils.paths import ROOT  # noqa: E402
-from utils.tasks.detect.task import DetectionTask  # noqa: E402
+from utils.tasks.semantic.task import SemanticTask, pick_detection_task  # noqa: E402
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse val.py flags (YOLOv5 v7.0 names and defaults)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_val_arguments(p, DetectionTask(), str(ROOT / "data/shapes.yaml"), "yolov5s.pt", str(ROOT / "runs/val"))
+    add_val_arguments(p, SemanticTask(), str(ROOT / "data/shapes.yaml"), "yolov5s.pt", str(ROOT / "runs/val"))
     return p.parse_args(argv)
 
 
 def main(opt: argparse.Namespace):
-    """Validate and return the EvalResult."""
-    return validate(opt, DetectionTask())
+    """Validate and return the EvalResult (a detection + semantic model also scores its class maps)."""
+    return validate(opt, pick_detection_task(checkpoint_kind(first_weights(opt.weights))))
 
 
 def run(**kwargs):

@@ -195,6 +195,23 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ck
 
 
+def first_weights(weights: str | Path | list | tuple) -> str:
+    """The weights a script uses: --weights takes several (upstream's ensembles), we use the first."""
+    return str(weights[0] if isinstance(weights, (list, tuple)) else weights)
+
+
+def checkpoint_kind(weights: str | Path) -> str | None:
+    """The kind of model a local weights file holds ('detect', 'semantic', ...); None when it is not a readable
+    checkpoint here (a name still to download, an export): the scripts' loaders then say what is wrong."""
+    path = Path(str(weights))
+    if path.suffix != ".pt" or not path.is_file():
+        return None
+    try:
+        return str(load_checkpoint(path).get("task", "detect"))
+    except (CheckpointError, OSError, RuntimeError):
+        return None
+
+
 def build_from_checkpoint(ck: dict[str, Any], source: str | Path = "<checkpoint>", use_ema: bool = True):
     """Rebuild the model described by a checkpoint dict and load its weights (float32, strict)."""
     from models.yolo import build_model

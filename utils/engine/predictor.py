@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-from utils.checkpoint import load_model
+from utils.checkpoint import first_weights, load_model
 from utils.device import select_device, time_sync
 from utils.downloads import attempt_download
 from utils.engine.task import Task, check_model_task
@@ -34,6 +34,9 @@ class Renderer(Protocol):
 
     def render(self, result: Any, im: torch.Tensor, im0: np.ndarray, stem: str) -> np.ndarray:
         """Map the result to the original image, write its text/crops, and return the drawing."""
+
+    def close(self) -> None:
+        """Work once every image is done (e.g. join the saved frames into a video)."""
 
 
 def add_predict_arguments(p: argparse.ArgumentParser, task: Task, weights: str, source: str, project: str,
@@ -68,7 +71,7 @@ class Predictor:
             raise ConfigError(f"--vid-stride must be at least 1, got {opt.vid_stride}")
         self.opt, self.task = opt, task
         self.device = select_device(opt.device)
-        weights = opt.weights[0] if isinstance(opt.weights, (list, tuple)) else opt.weights
+        weights = first_weights(opt.weights)
         self.model = load_model(attempt_download(weights), device=self.device, fuse=True)
         check_model_task(self.model, task, weights)
         self.half = opt.half and self.device.type == "cuda"
@@ -97,7 +100,7 @@ class Predictor:
         opt = self.opt
         save_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok)
         (save_dir / "labels" if opt.save_txt else save_dir).mkdir(parents=True, exist_ok=True)
-        renderer = self.task.renderer(opt, self.names, save_dir)
+        renderer = self.task.renderer(opt, self.names, save_dir, self.model)
         dataset, webcam = self.dataset()
         save_img = not opt.nosave and not str(opt.source).endswith(".txt")
         writers: dict[int, tuple[str, cv2.VideoWriter]] = {}
@@ -136,6 +139,7 @@ class Predictor:
             LOGGER.info(f"{s}, {(t2 - t1) * 1e3:.1f}ms")
         for _, w in writers.values():
             w.release()
+        renderer.close()
         if seen:
             t = tuple(x / seen * 1e3 for x in dt)
             LOGGER.info(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms {self.task.post_name} per image "

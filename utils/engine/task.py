@@ -181,8 +181,9 @@ class Task:
         """Inference input in 0-1 -> what the model takes (classification: ImageNet mean/std)."""
         return img
 
-    def renderer(self, opt: argparse.Namespace, names: dict[int, str], save_dir: Path) -> Any:
-        """The object that describes, draws and writes one image's results (see engine/predictor.Renderer)."""
+    def renderer(self, opt: argparse.Namespace, names: dict[int, str], save_dir: Path, model: Any) -> Any:
+        """The object that describes, draws and writes one image's results (see engine/predictor.Renderer); `model`
+        is the loaded model, for what the renderer needs to know about it (e.g. its semantic classes)."""
         raise NotImplementedError
 
     # --- hooks (optional) -------------------------------------------------------------------------

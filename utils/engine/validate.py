@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from utils.checkpoint import load_model
+from utils.checkpoint import first_weights, load_model
 from utils.data.loader import LoaderOptions
 from utils.device import select_device
 from utils.downloads import attempt_download
@@ -58,7 +58,7 @@ def validate(opt: argparse.Namespace, task: Task) -> EvalResult:
 
     check_val_options(opt)
     device = select_device(opt.device, batch_size=opt.batch_size)
-    weights = opt.weights[0] if isinstance(opt.weights, (list, tuple)) else opt.weights
+    weights = first_weights(opt.weights)
     if isinstance(opt.weights, (list, tuple)) and len(opt.weights) > 1:
         LOGGER.warning("WARNING ⚠️ ensembles are not supported; validating the first of --weights")
     model = load_model(attempt_download(weights), device=device, fuse=True)

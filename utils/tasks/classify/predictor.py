@@ -26,6 +26,9 @@ class ClassifyRenderer:
         """'name p, name p, ...' for the five most probable classes."""
         return ", ".join(f"{self.names.get(j, j)} {prob[j]:.2f}" for j in top5(prob))
 
+    def close(self) -> None:
+        """Nothing to finish."""
+
     def render(self, prob: torch.Tensor, im: torch.Tensor, im0: np.ndarray, stem: str) -> np.ndarray:
         """Write the top-5 lines (and with --save-txt to labels/<stem>.txt); returns the drawing."""
         from utils.plots import Annotator

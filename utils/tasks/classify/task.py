@@ -143,7 +143,7 @@ class ClassificationTask(Task):
         std = torch.tensor(IMAGENET_STD, device=img.device, dtype=img.dtype).view(1, 3, 1, 1)
         return (img - mean) / std
 
-    def renderer(self, opt: argparse.Namespace, names: dict[int, str], save_dir: Path) -> Any:
+    def renderer(self, opt: argparse.Namespace, names: dict[int, str], save_dir: Path, model: Any) -> Any:
         from utils.tasks.classify.predictor import ClassifyRenderer
 
         return ClassifyRenderer(opt, names, save_dir)

@@ -24,6 +24,8 @@ def add_detection_predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--line-thickness", default=3, type=int, help="bounding box thickness (pixels)")
     p.add_argument("--hide-labels", default=False, action="store_true", help="hide labels")
     p.add_argument("--hide-conf", default=False, action="store_true", help="hide confidences")
+    p.add_argument("--save-as-video", action="store_true", help="also join the saved images into one video")
+    p.add_argument("--fps", type=float, default=30.0, help="frame rate of --save-as-video")
 
 
 def count_classes(classes: torch.Tensor, names: dict[int, str]) -> str:
@@ -41,6 +43,16 @@ class DetectRenderer:
     def describe(self, det: torch.Tensor) -> str:
         """Counts per class."""
         return count_classes(det[:, 5], self.names)
+
+    def close(self) -> None:
+        """--save-as-video: the saved images, in natural order, as <run folder>/<run name>.mp4."""
+        from utils.data.video import frames_in, frames_to_video
+
+        if self.opt.save_as_video and not self.opt.nosave and frames_in(self.save_dir):  # video sources: already one
+            from utils.log import LOGGER
+
+            out = frames_to_video(self.save_dir, self.save_dir / f"{self.save_dir.name}.mp4", fps=self.opt.fps)
+            LOGGER.info(f"Saved the frames as {out}")
 
     def render(self, det: torch.Tensor, im: torch.Tensor, im0: np.ndarray, stem: str) -> np.ndarray:
         """Boxes in original-image pixels: written (--save-txt, --save-crop) and drawn."""

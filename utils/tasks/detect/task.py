@@ -170,7 +170,7 @@ class DetectionTask(Task):
         return {"conf_thres": opt.conf_thres, "iou_thres": opt.iou_thres, "max_det": opt.max_det,
                 "classes": opt.classes, "agnostic": opt.agnostic_nms, "multi_label": False}
 
-    def renderer(self, opt: argparse.Namespace, names: dict[int, str], save_dir: Path) -> Any:
+    def renderer(self, opt: argparse.Namespace, names: dict[int, str], save_dir: Path, model: Any) -> Any:
         from utils.tasks.detect.predictor import DetectRenderer
 
         return DetectRenderer(opt, names, save_dir)
@@ -179,7 +179,8 @@ class DetectionTask(Task):
         return DetMetric(names, save_dir, plots=plots, **opts)
 
     def fitness(self, figures: dict[str, float]) -> float:
-        return float(np.dot([figures.get(n, 0.0) for n in self.metric_names], self.fitness_weights))
+        # weights for the leading figures (box P, R, mAP50, mAP50-95, and a subclass's own after them)
+        return float(sum(w * figures.get(n, 0.0) for n, w in zip(self.metric_names, self.fitness_weights)))
 
     # ------------------------------------------------------------------------------------------ hooks
     def on_train_start(self, ctx: TrainContext) -> None:

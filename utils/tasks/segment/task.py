@@ -114,7 +114,7 @@ class SegmentationTask(DetectionTask):
     def predict_settings(self, opt: argparse.Namespace) -> dict:
         return {**super().predict_settings(opt), "masks": False}  # the renderer assembles them at drawing size
 
-    def renderer(self, opt: argparse.Namespace, names: dict[int, str], save_dir: Path) -> Any:
+    def renderer(self, opt: argparse.Namespace, names: dict[int, str], save_dir: Path, model: Any) -> Any:
         from utils.tasks.segment.predictor import SegmentRenderer
 
         return SegmentRenderer(opt, names, save_dir)

@@ -12,7 +12,6 @@ import argparse
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -47,10 +46,11 @@ class SemanticTask(DetectionTask):
     # ------------------------------------------------------------------------------------------ data and model
     def check_data(self, data: str | dict) -> dict:
         d = super().check_data(data)
-        self.spec = SemanticSpec.from_data(d)
-        if self.spec is None:
+        if d.get("semantic") is None:
             raise ConfigError(f"{data}: a detection + semantic model needs per-pixel masks, but the data YAML has no "
                               f"'semantic:' section (see data/shapes-semantic.yaml), or train a plain detector")
+        section = {k: v for k, v in d["semantic"].items() if k != "nc"}  # check_dataset adds the class count
+        self.spec = SemanticSpec.from_yaml_section(section, d.get("images_dir") or "images", str(data))
         return d
 
     def build_model(self, cfg: str | dict, nc: int, hyp: dict | None = None) -> nn.Module:
@@ -123,25 +123,31 @@ class SemanticTask(DetectionTask):
         super().add_predict_arguments(p)
         p.add_argument("--submit", action="store_true",
                        help="Cityscapes: write <city>_<seq>_<frame>_pred.png label-id maps for the benchmark server")
-        p.add_argument("--save-as-video", action="store_true",
-                       help="join the saved frames of an image folder into one video")
-        p.add_argument("--fps", type=float, default=30.0, help="frame rate of --save-as-video")
         p.add_argument("--alpha", type=float, default=0.5, help="opacity of the class-map overlay")
 
-    def renderer(self, opt: argparse.Namespace, names: dict[int, str], save_dir: Path, model: Any = None) -> Any:
+    def renderer(self, opt: argparse.Namespace, names: dict[int, str], save_dir: Path, model: Any) -> Any:
         from utils.tasks.semantic.predictor import SemanticRenderer
 
         return SemanticRenderer(opt, names, save_dir, model)
 
 
 def pick_detection_task(model_kind: str | None) -> DetectionTask:
-    """The task for the top-level scripts: detection + semantic for a semantic model, plain detection otherwise."""
+    """The task of the top-level scripts for a model kind: detection + semantic, or plain detection."""
     return SemanticTask() if model_kind == "semantic" else DetectionTask()
 
 
-def fitness_weights_note() -> str:
-    """For the README and hyp files: how best.pt is chosen for a detection + semantic model."""
-    return f"fitness = (1 - fitness_seg) x (0.1 mAP50 + 0.9 mAP50-95) + fitness_seg x mIoU, fitness_seg {FITNESS_SEG}"
+def pick_train_task(cfg: Any) -> DetectionTask:
+    """train.py's task: detection + semantic when the model to train has a semantic head, plain detection otherwise.
 
+    The model is the resumed checkpoint's, else --cfg's YAML, else the --weights checkpoint's.
+    """
+    from models.yolo import load_yaml_cfg
+    from utils.checkpoint import checkpoint_kind
 
-__all__ = ["SemanticTask", "SemanticPrediction", "pick_detection_task", "np"]
+    if cfg.resume:
+        from utils.engine.resume import find_resume_checkpoint
+
+        return pick_detection_task(checkpoint_kind(find_resume_checkpoint(cfg.resume, cfg.project)))
+    if cfg.cfg:
+        return pick_detection_task("semantic" if load_yaml_cfg(cfg.cfg).get("semantic") else "detect")
+    return pick_detection_task(checkpoint_kind(cfg.weights) if cfg.weights else None)
