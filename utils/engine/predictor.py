@@ -11,9 +11,9 @@ import numpy as np
 import torch
 
 from utils.boxes import scale_boxes, xyxy2xywh
-from utils.checkpoint import load_model
 from utils.device import select_device, time_sync
 from utils.downloads import attempt_download
+from utils.export.backend import load_backend, predict_imgsz
 from utils.log import LOGGER, colorstr
 from utils.paths import increment_path
 
@@ -53,12 +53,13 @@ class Predictor:
     """Loads a model once, then runs `predict_source` over any source the loaders understand."""
 
     post_name = "NMS"  # what the post-processing step is called in the speed line
+    task = "detect"  # the task of the models it runs
 
     def __init__(self, opt: argparse.Namespace):
         self.opt = opt
         self.device = select_device(opt.device)
         weights = opt.weights[0] if isinstance(opt.weights, (list, tuple)) else opt.weights
-        self.model = load_model(attempt_download(weights), device=self.device, fuse=True)
+        self.model = load_backend(attempt_download(weights), device=self.device, fuse=True, task=self.task)
         self.half = opt.half and self.device.type == "cuda"
         if self.half:
             self.model.half()
@@ -70,6 +71,7 @@ class Predictor:
         self.stride = max(int(self.model.stride.max()), 32)
         sz = opt.imgsz * 2 if len(opt.imgsz) == 1 else opt.imgsz
         self.imgsz = [max(int(np.ceil(x / self.stride) * self.stride), self.stride) for x in sz]
+        self.imgsz, self.auto = predict_imgsz(self.model, self.imgsz)  # a static export: its size, square padded
 
     def dataset(self):
         """The loader for --source: streams for webcams and URLs, files otherwise."""
@@ -77,8 +79,10 @@ class Predictor:
 
         src = str(self.opt.source)
         if is_stream_source(src):
-            return LoadStreams(src, img_size=self.imgsz, stride=self.stride, vid_stride=self.opt.vid_stride), True
-        return LoadImages(src, img_size=self.imgsz, stride=self.stride, vid_stride=self.opt.vid_stride), False
+            return LoadStreams(src, img_size=self.imgsz, stride=self.stride, auto=self.auto,
+                               vid_stride=self.opt.vid_stride), True
+        return LoadImages(src, img_size=self.imgsz, stride=self.stride, auto=self.auto,
+                          vid_stride=self.opt.vid_stride), False
 
     def forward(self, im: torch.Tensor, visualize: Path | bool = False):
         """The model's raw inference output."""

@@ -6,11 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
-from utils.checkpoint import load_model
 from utils.device import select_device
 from utils.downloads import attempt_download
 from utils.engine.evaluator import EvalResult, Evaluator
 from utils.engine.task import Task
+from utils.export.backend import load_backend, val_imgsz
 from utils.log import LOGGER, colorstr
 from utils.paths import increment_path
 
@@ -51,13 +51,13 @@ def validate(opt: argparse.Namespace, task: Task) -> EvalResult:
     weights = opt.weights[0] if isinstance(opt.weights, (list, tuple)) else opt.weights
     if isinstance(opt.weights, (list, tuple)) and len(opt.weights) > 1:
         LOGGER.warning("WARNING ⚠️ ensembles are not supported; validating the first of --weights")
-    model = load_model(attempt_download(weights), device=device, fuse=True)
+    model = load_backend(attempt_download(weights), device=device, fuse=True, task=task.name)
     data = task.check_data(opt.data)
     names = {0: "item"} if opt.single_cls else data["names"]
     from utils.engine.trainer import check_img_size
 
     gs = max(int(model.stride.max()), 32) if hasattr(model, "stride") else 32
-    imgsz = check_img_size(opt.imgsz, gs)
+    imgsz, square = val_imgsz(model, check_img_size(opt.imgsz, gs))  # a static export: its own size, square
     speed = opt.task == "speed"
     split = "val" if speed else opt.task
     if not data.get(split):
@@ -65,7 +65,7 @@ def validate(opt: argparse.Namespace, task: Task) -> EvalResult:
     loader_cfg = argparse.Namespace(imgsz=imgsz, single_cls=opt.single_cls, cache=None, rect=False, workers=opt.workers,
                                     image_weights=False, quad=False, seed=0)
     loader, _ = task.build_dataloader(data[split], loader_cfg, {}, opt.batch_size, gs,
-                                      mode="speed" if speed else "val")
+                                      mode="speed" if speed or square else "val")
     post_kw = {"conf_thres": 0.25 if speed else opt.conf_thres, "iou_thres": 0.45 if speed else opt.iou_thres,
                "max_det": opt.max_det, "agnostic": opt.single_cls, "hybrid": opt.save_hybrid}
     json_out = [] if opt.save_json and not speed else None

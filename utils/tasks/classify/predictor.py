@@ -16,6 +16,7 @@ class ClassifyPredictor(Predictor):
     """Predictor whose results are class probabilities (one (nc,) tensor per image) instead of boxes."""
 
     post_name = "post-process"
+    task = "classify"
 
     def __init__(self, opt: argparse.Namespace):
         data, opt.data = getattr(opt, "data", ""), ""  # the base class reads a data YAML; here --data is a folder

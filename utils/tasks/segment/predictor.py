@@ -16,6 +16,8 @@ from utils.tasks.segment.task import NM
 class SegmentPredictor(Predictor):
     """NMS with mask coefficients; each image's masks are assembled when its detections are handled."""
 
+    task = "segment"
+
     def postprocess(self, out) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per image: (n, 6 + 32) detections and that image's prototypes."""
         from utils.nms import non_max_suppression
