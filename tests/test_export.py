@@ -24,7 +24,8 @@ NAMES = {0: "rectangle", 1: "ellipse", 2: "triangle"}
 def make_checkpoint(kind: str, path: Path) -> Path:
     """A random-weight yolov5n detector, -seg model or -cls classifier (3 classes) saved as our checkpoint."""
     from models.yolo import build_model
-    from utils.checkpoint import make_checkpoint as make, save_checkpoint
+    from utils.checkpoint import make_checkpoint as make
+    from utils.checkpoint import save_checkpoint
     from utils.log import quiet
     from utils.tasks.classify.task import ClassificationTask
 
@@ -35,6 +36,25 @@ def make_checkpoint(kind: str, path: Path) -> Path:
             model = build_model("yolov5n-seg.yaml" if kind == "segment" else "yolov5n.yaml", nc=3)
     model.names = dict(NAMES)
     return save_checkpoint(make(model), path)
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory) -> dict[str, Path]:
+    """One random-weight checkpoint per task, built once for the module (copy before exporting next to it)."""
+    root = tmp_path_factory.mktemp("ckpts")
+    return {k: make_checkpoint(k, root / f"{k}.pt") for k in ("detect", "segment", "classify")}
+
+
+@pytest.fixture(scope="module")
+def pt_models(ckpts) -> dict[str, nn.Module]:
+    """The PyTorch models as val.py loads them, the reference every export is compared with."""
+    return {k: load_backend(w, task=k) for k, w in ckpts.items()}
+
+
+def copy_of(src: Path, dst: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copy(src, dst))
 
 
 def exported_path(weights: Path, fmt: str) -> Path:
@@ -49,13 +69,13 @@ def eval_outputs(model: nn.Module, im: torch.Tensor):
 
 
 @pytest.mark.parametrize("task, imgsz", [("detect", [64, 96]), ("segment", [64]), ("classify", [64])])
-def test_every_format_of_every_task_runs_like_pytorch(task, imgsz, tmp_path, log):
+def test_every_format_of_every_task_runs_like_pytorch(task, imgsz, ckpts, pt_models, tmp_path, log):
     import export
 
-    w = make_checkpoint(task, tmp_path / f"{task}.pt")
+    w = copy_of(ckpts[task], tmp_path / f"{task}.pt")
     export.run(weights=[str(w)], include=FORMATS, imgsz=imgsz, device="cpu")
     text = log.text
-    pt = load_backend(w, task=task)
+    pt = pt_models[task]
     h, wd = (imgsz * 2)[:2]
     im = torch.rand(2, 3, h, wd)
     ref = eval_outputs(pt, im)
@@ -80,14 +100,14 @@ def test_every_format_of_every_task_runs_like_pytorch(task, imgsz, tmp_path, log
             assert m.meta["nm"] == 32 and m.meta["outputs"] == ["output0", "output1"]
 
 
-def test_dynamic_onnx_takes_batch_1_and_3_at_two_sizes(tmp_path, log):
+def test_dynamic_onnx_takes_batch_1_and_3_at_two_sizes(ckpts, pt_models, tmp_path, log):
     import export
 
-    w = make_checkpoint("segment", tmp_path / "seg.pt")
+    w = copy_of(ckpts["segment"], tmp_path / "seg.pt")
     export.run(weights=[str(w)], include=["onnx", "torchscript"], imgsz=[64], dynamic=True, simplify=True,
                opset=17)
     assert "simplifying with" in log.text
-    pt = load_backend(w)
+    pt = pt_models["segment"]
     for f in (w.with_suffix(".onnx"), w.with_suffix(".torchscript")):
         m = load_exported(f)
         assert m.dynamic and m.fixed_imgsz is None and m.batch is None
@@ -103,21 +123,21 @@ def test_dynamic_onnx_takes_batch_1_and_3_at_two_sizes(tmp_path, log):
     assert dims[0][:2] == ["batch", "anchors"] and dims[1] == ["batch", 32, "height1", "width1"]
 
 
-def test_static_export_fixes_size_and_slices_other_batches(tmp_path):
+def test_static_export_fixes_size_and_slices_other_batches(pt_models, tmp_path):
     from utils.export.backend import predict_imgsz, val_imgsz
 
-    w = make_checkpoint("detect", tmp_path / "det.pt")
-    (f,) = export_model(load_backend(w), w, ["onnx"], imgsz=[64, 96], batch_size=2).values()
+    pt = pt_models["detect"]
+    (f,) = export_model(pt, tmp_path / "det.pt", ["onnx"], imgsz=[64, 96], batch_size=2).values()
     m = load_exported(f)
     assert (m.fixed_imgsz, m.batch, m.meta["shape"]) == ((64, 96), 2, [2, 3, 64, 96])
     im = torch.rand(3, 3, 64, 96)
-    assert (m.outputs(im)[0] - eval_outputs(load_backend(w), im)[0]).abs().max() < 1e-3
+    assert (m.outputs(im)[0] - eval_outputs(pt, im)[0]).abs().max() < 1e-3
     with pytest.raises(BackendError, match=r"static export for 64x96 input, got 64x64.*--dynamic"):
         m(torch.rand(1, 3, 64, 64))
     with pytest.raises(BackendError, match="validation needs a square or --dynamic export"):
         val_imgsz(m, 64)
     assert predict_imgsz(m, [640, 640]) == ([64, 96], False)
-    assert predict_imgsz(load_backend(w), [640, 640]) == ([640, 640], True)
+    assert predict_imgsz(pt, [640, 640]) == ([640, 640], True)
 
 
 def test_metadata_round_trips_through_each_container_and_reads_upstream_props():
@@ -193,10 +213,10 @@ def test_export_fails_with_the_difference_and_removes_the_file(tmp_path, log):
     assert not (tmp_path / "bad.onnx").exists() and "export failure ❌" in log.text
 
 
-def test_flags_inplace_optimize_batch_data_and_device(tmp_path, log):
+def test_flags_inplace_optimize_batch_data_and_device(ckpts, tmp_path):
     import export
 
-    w = make_checkpoint("detect", tmp_path / "det.pt")
+    w = copy_of(ckpts["detect"], tmp_path / "det.pt")
     y = tmp_path / "d.yaml"
     y.write_text("names: [red, green, blue]\n")
     export.run(weights=[str(w)], include=["torchscript"], imgsz=[64], batch_size=2, inplace=True, optimize=True,
@@ -220,10 +240,10 @@ def test_flags_inplace_optimize_batch_data_and_device(tmp_path, log):
     ({"imgsz": [64, 64, 64]}, "give one size or height and width"),
     ({"include": ["onnx"], "opset": 99}, "ONNX: .*opset"),
 ])
-def test_bad_flags_are_one_clear_error(kw, match, tmp_path):
+def test_bad_flags_are_one_clear_error(kw, match, ckpts, tmp_path):
     import export
 
-    w = make_checkpoint("classify", tmp_path / "cls.pt")
+    w = copy_of(ckpts["classify"], tmp_path / "cls.pt")
     with pytest.raises(ExportError, match=match):
         export.run(**{"weights": [str(w)], "imgsz": [32], **kw})
 

@@ -44,6 +44,24 @@ def check_include(include: list[str] | tuple[str, ...] | str) -> list[str]:
     return out
 
 
+def check_options(imgsz, batch_size: int, device: torch.device, half: bool, dynamic: bool,
+                  optimize: bool) -> list[int]:
+    """Reject flag combinations that cannot work, before any model is loaded; returns imgsz as [h, w]."""
+    if half and device.type != "cuda":
+        raise ExportError("--half needs a CUDA --device (FP16 export runs on the GPU)")
+    if half and dynamic:
+        raise ExportError("--half and --dynamic cannot be combined")
+    if optimize and device.type != "cpu":
+        raise ExportError("--optimize (mobile TorchScript) needs --device cpu")
+    if batch_size < 1:
+        raise ExportError(f"--batch-size {batch_size}: must be at least 1")
+    imgsz = [int(x) for x in ([imgsz] if isinstance(imgsz, int) else imgsz)]
+    imgsz = imgsz * 2 if len(imgsz) == 1 else imgsz
+    if len(imgsz) != 2:
+        raise ExportError(f"--imgsz {imgsz}: give one size or height and width")
+    return imgsz
+
+
 def _size_mb(path: Path, fmt: str) -> float:
     files = [p for p in path.parent.rglob("*") if p.is_file()] if fmt == "openvino" else [path]
     return sum(p.stat().st_size for p in files) / 1e6
@@ -66,17 +84,7 @@ def export_model(model: torch.nn.Module, file: str | Path, include=("torchscript
     from utils.export.torchscript import export_torchscript
 
     include, device, file = check_include(include), torch.device(device), Path(file)
-    if half and device.type != "cuda":
-        raise ExportError("--half needs a CUDA --device (FP16 export runs on the GPU)")
-    if half and dynamic:
-        raise ExportError("--half and --dynamic cannot be combined")
-    if optimize and device.type != "cpu":
-        raise ExportError("--optimize (mobile TorchScript) needs --device cpu")
-    if batch_size < 1:
-        raise ExportError(f"--batch-size {batch_size}: must be at least 1")
-    imgsz = list(imgsz) * 2 if len(imgsz) == 1 else list(imgsz)
-    if len(imgsz) != 2:
-        raise ExportError(f"--imgsz {imgsz}: give one size or height and width")
+    imgsz = check_options(imgsz, batch_size, device, half, dynamic, optimize)
     gs = max(int(torch.as_tensor(getattr(model, "stride", 32)).max()), 32)
     new = [max(math.ceil(x / gs) * gs, gs) for x in imgsz]
     if new != imgsz:
@@ -158,6 +166,7 @@ def export_weights(weights: str | Path = "yolov5s.pt", include=("torchscript",),
     include = check_include(include)  # before loading anything: a missing package is one line, at once
     file = attempt_download(weights[0] if isinstance(weights, (list, tuple)) else weights)
     dev = select_device(device)
+    check_options(imgsz, batch_size, dev, half, dynamic, optimize)
     model = load_model(file, device=dev, fuse=True, inplace=inplace)
     names = dict(model.names)
     if data:
