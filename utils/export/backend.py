@@ -72,7 +72,11 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu") -> Expor
     loader = {"torchscript": _torchscript, "onnx": _onnx, "openvino": _openvino}.get(kind)
     if loader is None:
         raise BackendError(f"{path}: not an exported model (.torchscript, .onnx or OpenVINO .xml)")
-    return loader(path, device)
+    model = loader(path, device)
+    shape = "dynamic batch and size" if model.dynamic else \
+        f"input {'any' if model.batch is None else model.batch}x3x{model.imgsz[0]}x{model.imgsz[1]}"
+    LOGGER.info(f"Loaded {path} ({kind}, {model.task}, {model.nc} classes, {shape})")
+    return model
 
 
 class ExportedModel(nn.Module):
