@@ -28,7 +28,8 @@ from cityscapesscripts.preparation.json2instanceImg import createInstanceImage  
 from cityscapesscripts.preparation.json2labelImg import createLabelImage  # noqa: E402
 
 from utils.data.dataset_config import DatasetError, check_dataset  # noqa: E402
-from utils.data.semantic_spec import SemanticSpec, swap_dir  # noqa: E402
+from utils.data.labels import swap_dir  # noqa: E402
+from utils.data.semantic_spec import SemanticSpec  # noqa: E402
 from utils.tasks.semantic.cityscapes import (  # noqa: E402
     ConvertOptions,
     boxes_from_instance_ids,

@@ -13,6 +13,7 @@ import yaml
 
 from utils.data import dataset_config
 from utils.data.dataset_config import DatasetError, check_dataset
+from utils.data.semantic_spec import SemanticSpec
 from utils.paths import ROOT
 
 
@@ -102,6 +103,10 @@ def test_semantic_section_defaults_and_layout_keys(ds):
     sem = d["semantic"]
     assert sem == {"masks_dir": "masks", "image_suffix": "", "mask_suffix": ".png", "names": {0: "road", 1: "car"},
                    "nc": 2, "ignore_index": 255, "id_map": {7: 0, 26: 1, 300: 255}, "palette": None}
+    assert SemanticSpec.from_data(d).to_dict() == sem  # the stored dict is the spec's: one source of truth
+    assert check_dataset(d)["semantic"] == sem  # a checked dict checks again unchanged
+    with pytest.raises(DatasetError, match="semantic.nc is 3 but semantic.names has 2 classes"):
+        check_dataset({**d, "semantic": {**sem, "nc": 3}})
     d = check_dataset({"path": str(ds), "train": "images/train", "val": "images/val", "names": ["a"],
                        "images_dir": "leftImg8bit", "labels_dir": "boxes",
                        "semantic": {"masks_dir": "../other/masks", "palette": {0: [1, 2, 3]}, "names": ["x"]}})
@@ -118,14 +123,14 @@ def test_semantic_section_defaults_and_layout_keys(ds):
     ({"names": ["a", "b"], "ignore_index": 1}, "ignore_index 1 is also a class id"),
     ({"names": ["a"], "ignore_index": 70000}, "ignore_index must be an integer in 0..65535"),
     ({"names": ["a"], "id_map": {70000: 0}}, "id_map: raw value 70000 is not an integer in 0..65535"),
-    ({"names": ["a"], "id_map": {7: 3}}, r"id_map: 7: 3 is not a class id \(0..0\) nor ignore_index 255"),
+    ({"names": ["a"], "id_map": {7: 3}}, r"id_map: 7: 3 is neither a class id \(0..0\) nor ignore_index 255"),
     ({"names": ["a"], "id_map": []}, "id_map must be a non-empty mapping"),
     ({"names": ["a"], "palette": {0: [1, 2]}}, r"palette: 0: expected \[r, g, b\]"),
     ({"names": ["a"], "palette": {5: [1, 2, 3]}}, "palette: 5 is not a class id"),
     ({"names": ["a"], "palette": "ade"}, "palette must be 'cityscapes' or a mapping"),
     ({"names": ["a"], "mask_suffix": ""}, "mask_suffix must not be empty"),
     ({"names": ["a"], "masks_dir": 3}, "masks_dir must be a string"),
-    (["masks"], "semantic: expected a mapping"),
+    (["masks"], "'semantic' must be a mapping"),
     (None, "'semantic' is empty"),
 ])
 def test_semantic_section_mistakes_are_one_line_naming_the_file(tmp_path, ds, sem, message):

@@ -27,8 +27,8 @@ from utils.data.augment import (
     random_scale_crop,
 )
 from utils.data.labels import img2label_paths
-from utils.data.masks import IdMapper, img2mask_paths
 from utils.data.sample import from_labels, new_sample
+from utils.data.semantic_spec import SemanticSpec
 from utils.tasks.detect.dataset import create_dataloader
 from utils.tasks.semantic.dataset import SemanticDataset
 
@@ -275,13 +275,14 @@ def test_bad_mask_skips_the_sample_with_one_warning(tmp_path, log, problem):
 
 
 def test_id_map_lookup_16_bit_and_unknown_values(tmp_path, log):
-    m = IdMapper(3, 255, {1000: 0, 2000: 2, 65535: 1})
+    m = SemanticSpec.from_yaml_section({"names": ["a", "b", "c"], "id_map": {1000: 0, 2000: 2, 65535: 1}})
     raw = np.array([[1000, 2000, 65535, 5]], np.uint16)
-    assert m(raw).tolist() == [[0, 2, 1, 255]] and m.dtype == np.uint8
-    ident = IdMapper(3, 255)
-    assert ident(np.array([[0, 2, 3, 255]], np.uint8)).tolist() == [[0, 2, 255, 255]]
+    out = m.remap(raw)
+    assert out.tolist() == [[0, 2, 1, 255]] and m.dtype == np.uint8 and out.dtype == np.uint8
+    ident = SemanticSpec.from_yaml_section({"names": ["a", "b", "c"]})
+    assert ident.remap(np.array([[0, 2, 3, 255]], np.uint8)).tolist() == [[0, 2, 255, 255]]
     assert ident.unknown_values(np.array([[0, 3, 255, 9]], np.uint8)) == [3, 9]
-    assert IdMapper(300, 65535).dtype == np.uint16
+    assert SemanticSpec.from_yaml_section({"names": list(range(300)), "ignore_index": 65535}).dtype == np.uint16
     # through the dataset: a 16-bit mask with sparse ids, and the warning for ids no class has
     im_dir = write_set(tmp_path, n=2)
     for f in sorted((tmp_path / "masks" / "train").glob("*.png")):
@@ -295,15 +296,17 @@ def test_id_map_lookup_16_bit_and_unknown_values(tmp_path, log):
 
 def test_path_rules_follow_the_data_yaml():
     img = "/d/leftImg8bit/train/aachen/aachen_000000_000019_leftImg8bit.png"
-    assert img2mask_paths([img], "leftImg8bit", "gtFine", "_leftImg8bit", "_gtFine_labelTrainIds.png") == [
-        "/d/gtFine/train/aachen/aachen_000000_000019_gtFine_labelTrainIds.png"]
+    cs = SemanticSpec.from_yaml_section({"names": ["road"], "masks_dir": "gtFine", "image_suffix": "_leftImg8bit",
+                                         "mask_suffix": "_gtFine_labelTrainIds.png"}, images_dir="leftImg8bit")
+    assert cs.mask_path(img) == "/d/gtFine/train/aachen/aachen_000000_000019_gtFine_labelTrainIds.png"
     assert img2label_paths([img], "leftImg8bit", "labels") == [
         "/d/labels/train/aachen/aachen_000000_000019_leftImg8bit.txt"]
     coco = "/s/datasets/coco128/images/train2017/000000000009.jpg"
-    assert img2mask_paths([coco], masks_dir="../coco128-semantic/masks") == [
-        "/s/datasets/coco128-semantic/masks/train2017/000000000009.png"]  # masks kept beside the image tree
-    assert img2mask_paths([coco], masks_dir="/m/sem") == ["/m/sem/train2017/000000000009.png"]
-    assert img2mask_paths(["/x/a.png"]) == ["/x/a.png"]  # no images/ component: no mask can be paired
+    beside = SemanticSpec.from_yaml_section({"names": ["a"], "masks_dir": "../coco128-semantic/masks"})
+    assert beside.mask_path(coco) == "/s/datasets/coco128-semantic/masks/train2017/000000000009.png"  # beside the tree
+    assert SemanticSpec.from_yaml_section({"names": ["a"], "masks_dir": "/m/sem"}).mask_path(coco) == \
+        "/m/sem/train2017/000000000009.png"
+    assert beside.find_mask_path("/x/a.png") is None  # no images/ component: no mask can be paired
     assert img2label_paths(["/d/images/a/images/b.jpg"]) == ["/d/images/a/labels/b.txt"]  # the LAST component
 
 

@@ -11,7 +11,8 @@ import pytest
 from conftest import DATASETS, need
 
 from utils.data.dataset_config import DatasetError, check_dataset
-from utils.data.semantic_spec import SemanticSpec, swap_dir
+from utils.data.labels import swap_dir
+from utils.data.semantic_spec import SemanticSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = {"masks_dir": "gtFine", "image_suffix": "_leftImg8bit", "mask_suffix": "_gtFine_labelTrainIds.png",
@@ -46,17 +47,20 @@ def test_masks_dir_as_a_path():
 
 @pytest.mark.parametrize("section, message", [
     ([1, 2], "must be a mapping"),
-    ({"names": ["a"], "colour": 1}, "unknown semantic key 'colour'"),
-    ({}, "needs 'names'"),
+    ({"names": ["a"], "colour": 1}, "semantic: unknown key 'colour'"),
+    ({}, "semantic: missing key 'names'"),
     ({"names": {0: "a", 2: "b"}}, "without gaps"),
-    ({"names": {"road": 0}}, "keys must be non-negative integers"),
-    ({"names": ["a"], "ignore_index": -1}, "'ignore_index' must be an integer"),
-    ({"names": ["a", "b"], "ignore_index": 1}, "is also class 'b'"),
-    ({"names": ["a"], "id_map": {5: 3}}, "id_map 5: 3 is neither"),
-    ({"names": ["a"], "id_map": {70000: 0}}, "exceeds 65535"),
-    ({"names": ["a"], "palette": "rainbow"}, "unknown semantic palette 'rainbow'"),
-    ({"names": ["a"], "palette": {0: [300, 0, 0]}}, "palette entry 0 must be"),
-    ({"names": ["a"], "masks_dir": ""}, "'masks_dir' must be a non-empty string"),
+    ({"names": {"road": 0}}, "semantic.names keys must be integers .*got 'road'"),
+    ({"names": ["a"], "ignore_index": -1}, "semantic.ignore_index must be an integer in 0..65535, got -1"),
+    ({"names": ["a", "b"], "ignore_index": 1}, r"ignore_index 1 is also a class id \(class 'b'"),
+    ({"names": ["a"], "id_map": {5: 3}}, "semantic.id_map: 5: 3 is neither"),
+    ({"names": ["a"], "id_map": {70000: 0}}, "semantic.id_map: raw value 70000 is not an integer in 0..65535"),
+    ({"names": ["a"], "palette": "rainbow"}, "semantic.palette must be 'cityscapes' or a mapping .*got 'rainbow'"),
+    ({"names": ["a"], "palette": {0: [300, 0, 0]}}, r"semantic.palette: 0: expected \[r, g, b\] .*got \[300, 0, 0\]"),
+    ({"names": ["a"], "masks_dir": ""}, "semantic.masks_dir must not be empty"),
+    ({"names": ["a"], "id_map": {}}, "semantic.id_map must be a non-empty mapping"),
+    ({"names": ["a"], "palette": [[1, 2, 3]]}, "semantic.palette must be 'cityscapes' or a mapping"),
+    ({"names": ["a", "b"], "palette": {2: [1, 2, 3]}}, "semantic.palette: 2 is not a class id"),
 ])
 def test_bad_sections_are_one_line_errors(section, message):
     with pytest.raises(DatasetError, match=message) as e:
@@ -75,6 +79,65 @@ def test_remap_with_and_without_id_map():
     out = wide.remap(np.array([1000, 26001, 7], np.uint16))
     assert out.tolist() == [0, 1, 255] and len(wide.lut()) == 65536
     assert SemanticSpec.from_data({"names": ["a"]}) is None
+
+
+EDGE_SECTIONS = [
+    {"names": ["a", "b", "c"]},  # ignore 255, 256-entry uint8 table
+    {"names": ["a", "b", "c"], "ignore_index": 300},  # ignore past 255: uint16 class maps from a 256-entry table
+    {"names": ["a", "b", "c"], "ignore_index": 65535},
+    {"names": [str(i) for i in range(300)], "ignore_index": 65535},  # classes past 255: 65536-entry table
+    {"names": ["a", "b", "c"], "id_map": {1: 0, 200: 2, 7: 255}},
+    {"names": ["a", "b", "c"], "id_map": {1000: 0, 65535: 1, 0: 2}},  # 16-bit keys, uint8 class maps
+    {"names": ["a", "b", "c"], "ignore_index": 300, "id_map": {5: 300, 6: 1, 256: 2}},
+]
+
+
+@pytest.mark.parametrize("section", EDGE_SECTIONS)
+def test_remap_follows_the_contract_for_every_value(section):
+    """Every 8- and 16-bit raw value maps as the contract says (id_map given: listed value -> its id, others ->
+    ignore; else a class id is itself and anything else -> ignore), in the dtype that holds the largest id, through
+    the uint8 fast path and the 16-bit tables alike; unknown_values names exactly the silently ignored values."""
+    spec = SemanticSpec.from_yaml_section(section)
+    nc, ignore, id_map = spec.nc, spec.ignore_index, spec.id_map
+
+    def expected(v: int) -> int:
+        return id_map.get(v, ignore) if id_map is not None else (v if v < nc else ignore)
+
+    dtype = np.uint8 if max(nc - 1, ignore) <= 255 else np.uint16
+    for raw in (np.arange(256, dtype=np.uint8).reshape(16, 16), np.arange(65536, dtype=np.uint16).reshape(256, 256)):
+        out = spec.remap(raw)
+        assert out.dtype == dtype and out.shape == raw.shape
+        assert out.ravel().tolist() == [expected(int(v)) for v in raw.ravel()]
+        unknown = [] if id_map is not None else [int(v) for v in raw.ravel() if v >= nc and v != ignore]
+        assert spec.unknown_values(raw) == unknown
+    assert spec.unknown_values(np.zeros((4, 4), np.uint8)) == []
+
+
+def test_to_dict_round_trips_and_checks_nc():
+    s = SemanticSpec.from_yaml_section({"names": ["a", "b"], "palette": {1: [1, 2, 3]}, "id_map": {9: 1, 4: 0}},
+                                       images_dir="leftImg8bit")
+    d = s.to_dict()
+    assert d == {"masks_dir": "masks", "image_suffix": "", "mask_suffix": ".png", "names": {0: "a", 1: "b"}, "nc": 2,
+                 "ignore_index": 255, "id_map": {4: 0, 9: 1}, "palette": {1: [1, 2, 3]}}
+    assert SemanticSpec.from_dict(d, images_dir="leftImg8bit") == s
+    assert SemanticSpec.from_data({"images_dir": "leftImg8bit", "semantic": d}) == s
+    with pytest.raises(DatasetError, match="semantic.nc is 3 but semantic.names has 2 classes"):
+        SemanticSpec.from_dict({**d, "nc": 3})
+    with pytest.raises(DatasetError, match="unknown key 'nc'"):  # the contract's keys only; from_dict takes nc
+        SemanticSpec.from_yaml_section(d)
+
+
+def test_one_path_rule_for_labels_and_masks():
+    s = SemanticSpec.from_yaml_section({"names": ["a"]})
+    assert s.find_mask_path("/x/a.png") is None and swap_dir("/x/a.png", "images", "masks") is None
+    with pytest.raises(DatasetError, match="no 'images' folder"):
+        s.mask_path("/x/a.png")
+    # a relative path that starts with the component, the last of several, a file named like the folder
+    assert s.mask_path("images/t/a.jpg") == os.path.join("masks", "t", "a.png")
+    assert s.mask_path("/d/images/x/images/a.jpg") == "/d/images/x/masks/a.png"
+    assert swap_dir("/d/images/images", "images", "labels") == "/d/labels/images"
+    assert swap_dir("/d/myimages/a.jpg", "images", "labels") is None
+    assert swap_dir("/d/r/images/a.jpg", "images", "../../other") == "/other/a.jpg"
 
 
 def test_palette_mapping_is_parsed():

@@ -23,9 +23,6 @@ from utils.log import LOGGER
 from utils.paths import DATASETS_DIR, ROOT, find_file
 
 REQUIRED_KEYS = ("train", "val", "names")
-SEMANTIC_DEFAULTS = {"masks_dir": "masks", "image_suffix": "", "mask_suffix": ".png", "names": None,
-                     "ignore_index": 255, "id_map": None, "palette": None}
-MAX_MASK_ID = 65535  # 16-bit PNG masks
 SPLITS = ("train", "val", "test")
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 DOWNLOAD_TIMEOUT_S = 30
@@ -85,24 +82,20 @@ def _read_yaml(file: Path) -> dict:
     return d
 
 
-def _names(value, name: str) -> dict[int, str]:
-    """names as a list or {int: str} -> {int: str}."""
+def parse_names(value, where: str, key: str = "'names'") -> dict[int, str]:
+    """Class names given as a list or {int: str} -> {int: str}; `key` is how messages name the YAML key."""
     if isinstance(value, (list, tuple)):
         names = {i: str(v) for i, v in enumerate(value)}
     elif isinstance(value, dict):
         bad = [k for k in value if not isinstance(k, int) or isinstance(k, bool)]
         if bad:
-            raise DatasetError(f"{name}: 'names' keys must be integers (e.g. 2: car), got {bad[0]!r}")
+            raise DatasetError(f"{where}: {key} keys must be integers (e.g. 2: car), got {bad[0]!r}")
         names = {int(k): str(v) for k, v in sorted(value.items())}
     else:
-        raise DatasetError(f"{name}: 'names' must be a list or a mapping of int to name")
+        raise DatasetError(f"{where}: {key} must be a list or a mapping of int to name, got {value!r}")
     if not names:
-        raise DatasetError(f"{name}: 'names' is empty")
+        raise DatasetError(f"{where}: {key} is empty")
     return names
-
-
-def _int_key(k) -> bool:
-    return isinstance(k, int) and not isinstance(k, bool)
 
 
 def _dir_name(d: dict, key: str, name: str) -> str:
@@ -113,61 +106,6 @@ def _dir_name(d: dict, key: str, name: str) -> str:
     if not isinstance(v, str) or not v.strip() or "/" in v or "\\" in v or v in (".", ".."):
         raise DatasetError(f"{name}: '{key}' must be one folder name (e.g. leftImg8bit), got {v!r}")
     return v
-
-
-def _check_semantic(sem, name: str) -> dict:
-    """The `semantic:` section with defaults filled in; one DatasetError line per mistake."""
-    where = f"{name}: semantic"
-    if not isinstance(sem, dict):
-        raise DatasetError(f"{where}: expected a mapping (masks_dir, names, ...), got {type(sem).__name__}")
-    unknown = sorted(set(sem) - set(SEMANTIC_DEFAULTS), key=str)
-    if unknown:
-        raise DatasetError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(SEMANTIC_DEFAULTS)})")
-    out = {**SEMANTIC_DEFAULTS, **sem}
-    for k in ("masks_dir", "image_suffix", "mask_suffix"):
-        if not isinstance(out[k], str):
-            raise DatasetError(f"{where}.{k} must be a string, got {out[k]!r}")
-    if not out["masks_dir"].strip():
-        raise DatasetError(f"{where}.masks_dir must not be empty")
-    if not out["mask_suffix"]:
-        raise DatasetError(f"{where}.mask_suffix must not be empty (e.g. .png)")
-    if out["names"] is None:
-        raise DatasetError(f"{where}: missing key 'names' (class id -> name of the mask classes)")
-    if not isinstance(out["names"], (list, tuple, dict)):
-        raise DatasetError(f"{where}.names must be a list or a mapping of int to name, got {out['names']!r}")
-    names = _names(out["names"], f"{where}.names")
-    if sorted(names) != list(range(len(names))):
-        gaps = sorted(set(range(len(names))) - set(names))
-        raise DatasetError(f"{where}.names must be numbered 0..{len(names) - 1} without gaps (missing {gaps[:5]}); "
-                           f"map sparse raw ids to them with id_map")
-    nc = len(names)
-    ign = out["ignore_index"]
-    if not _int_key(ign) or not 0 <= ign <= MAX_MASK_ID:
-        raise DatasetError(f"{where}.ignore_index must be an integer in 0..{MAX_MASK_ID}, got {ign!r}")
-    if ign < nc:
-        raise DatasetError(f"{where}.ignore_index {ign} is also a class id (names 0..{nc - 1}); use e.g. 255")
-    id_map = out["id_map"]
-    if id_map is not None:
-        if not isinstance(id_map, dict) or not id_map:
-            raise DatasetError(f"{where}.id_map must be a non-empty mapping of raw mask value -> class id")
-        for raw, c in id_map.items():
-            if not _int_key(raw) or not 0 <= raw <= MAX_MASK_ID:
-                raise DatasetError(f"{where}.id_map: raw value {raw!r} is not an integer in 0..{MAX_MASK_ID}")
-            if not _int_key(c) or not (0 <= c < nc or c == ign):
-                raise DatasetError(f"{where}.id_map: {raw}: {c!r} is not a class id (0..{nc - 1}) nor ignore_index "
-                                   f"{ign}")
-        id_map = {int(k): int(v) for k, v in id_map.items()}
-    pal = out["palette"]
-    if pal is not None and pal != "cityscapes":
-        if not isinstance(pal, dict):
-            raise DatasetError(f"{where}.palette must be 'cityscapes' or a mapping id -> [r, g, b], got {pal!r}")
-        for k, rgb in pal.items():
-            if k not in names:
-                raise DatasetError(f"{where}.palette: {k!r} is not a class id of semantic.names")
-            if (not isinstance(rgb, (list, tuple)) or len(rgb) != 3
-                    or not all(_int_key(v) and 0 <= v <= 255 for v in rgb)):
-                raise DatasetError(f"{where}.palette: {k}: expected [r, g, b] with values 0..255, got {rgb!r}")
-    return {**out, "names": names, "nc": nc, "id_map": id_map}
 
 
 def _resolve_root(value, yaml_file: Path | None) -> Path:
@@ -272,7 +210,7 @@ def check_dataset(data: str | Path | dict, autodownload: bool = True) -> dict:
     for k in REQUIRED_KEYS:
         if d.get(k) is None:
             raise DatasetError(f"{name}: missing key '{k}'")
-    d["names"] = _names(d["names"], name)
+    d["names"] = parse_names(d["names"], name)
     if "nc" in d and d["nc"] != len(d["names"]):
         LOGGER.warning(f"WARNING ⚠️ {name}: nc={d['nc']} but {len(d['names'])} names given, using "
                        f"nc={len(d['names'])}")
@@ -280,7 +218,10 @@ def check_dataset(data: str | Path | dict, autodownload: bool = True) -> dict:
     for k in ("images_dir", "labels_dir"):
         d[k] = _dir_name(d, k, name)
     if d.get("semantic") is not None:
-        d["semantic"] = _check_semantic(d["semantic"], name)
+        from utils.data.semantic_spec import SemanticSpec  # it imports DatasetError from here
+
+        # from_dict: a section this function already checked (with its derived nc) checks again unchanged
+        d["semantic"] = SemanticSpec.from_dict(d["semantic"], d["images_dir"], name).to_dict()
     elif "semantic" in d:
         raise DatasetError(f"{name}: 'semantic' is empty: give masks_dir, names, ... or remove it")
 

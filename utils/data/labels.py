@@ -34,20 +34,26 @@ MIN_IMAGE_SIZE = 10
 PROCESS_POOL_MIN = 2000  # below this many images a thread pool is faster than starting processes
 
 
-def replace_dir_component(path: str, old: str, new: str) -> str:
-    """`path` with its LAST `old` folder component replaced by `new` (a name, or a relative or absolute path, taken
-    from the folder holding `old`); unchanged when it has no such component."""
-    head, sep, tail = str(path).rpartition(f"{os.sep}{old}{os.sep}")
-    if not sep:
-        return str(path)
-    if os.sep not in new and "/" not in new:
-        return head + os.sep + new + os.sep + tail  # the common case, without normpath's cost
+def swap_dir(path: str | Path, old: str, new: str) -> str | None:
+    """`path` with its LAST `old` folder component replaced by `new` (a name; or a relative or absolute path, taken
+    from the folder holding `old`, the result normalised); None when `path` has no such component. The one
+    implementation of the contract's path rule: label files here, mask files in utils/data/semantic_spec.py."""
+    p, key = str(path), f"{os.sep}{old}{os.sep}"
+    i = p.rfind(key)
+    if i >= 0:
+        head, tail = p[: i + 1], p[i + len(key):]
+    elif p.startswith(key[1:]):  # a relative path that begins with the component
+        head, tail = "", p[len(key) - 1:]
+    else:
+        return None
+    if os.sep not in new and "/" not in new and new not in (".", ".."):
+        return head + new + os.sep + tail  # the common case, without normpath's cost
     return os.path.normpath(os.path.join(head, new, tail))
 
 
 def img2label_paths(img_paths: list[str], images_dir: str = "images", labels_dir: str = "labels") -> list[str]:
     """Label path of each image: the last /<images_dir>/ becomes /<labels_dir>/ and the suffix becomes .txt."""
-    return [os.path.splitext(replace_dir_component(p, images_dir, labels_dir))[0] + ".txt" for p in img_paths]
+    return [os.path.splitext(swap_dir(p, images_dir, labels_dir) or p)[0] + ".txt" for p in img_paths]
 
 
 def labels_dir_for(images_dir_path: str | Path, images_dir: str = "images", labels_dir: str = "labels") -> Path:

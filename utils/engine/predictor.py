@@ -16,12 +16,13 @@ import cv2
 import numpy as np
 import torch
 
-from utils.checkpoint import first_weights, load_model
+from utils.checkpoint import first_weights
 from utils.device import select_device, time_sync
 from utils.downloads import attempt_download
 from utils.engine.task import Task, check_model_task
 from utils.engine.validate import tta_allowed
 from utils.errors import ConfigError
+from utils.export.backend import load_backend, predict_imgsz
 from utils.log import LOGGER, colorstr
 from utils.paths import increment_path
 
@@ -72,7 +73,7 @@ class Predictor:
         self.opt, self.task = opt, task
         self.device = select_device(opt.device)
         weights = first_weights(opt.weights)
-        self.model = load_model(attempt_download(weights), device=self.device, fuse=True)
+        self.model = load_backend(attempt_download(weights), device=self.device, fuse=True)
         check_model_task(self.model, task, weights)
         self.half = opt.half and self.device.type == "cuda"
         if self.half:
@@ -81,6 +82,7 @@ class Predictor:
         self.stride = max(int(self.model.stride.max()), 32)
         sz = opt.imgsz * 2 if len(opt.imgsz) == 1 else opt.imgsz
         self.imgsz = [max(int(np.ceil(x / self.stride) * self.stride), self.stride) for x in sz]
+        self.imgsz, self.auto = predict_imgsz(self.model, self.imgsz)  # a static export: its size, square padded
         self.augment = tta_allowed(task, opt.augment)
         self.post_kw = task.predict_settings(opt)
 
@@ -89,7 +91,7 @@ class Predictor:
         from utils.data.sources import LoadImages, LoadStreams, is_stream_source
 
         src = str(self.opt.source)
-        kw = {"img_size": self.imgsz, "stride": self.stride, "vid_stride": self.opt.vid_stride,
+        kw = {"img_size": self.imgsz, "stride": self.stride, "auto": self.auto, "vid_stride": self.opt.vid_stride,
               "transforms": self.task.source_transform(self.imgsz, self.stride)}
         if is_stream_source(src):
             return LoadStreams(src, **kw), True

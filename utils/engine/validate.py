@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from utils.checkpoint import first_weights, load_model
+from utils.checkpoint import first_weights
 from utils.data.loader import LoaderOptions
 from utils.device import select_device
 from utils.downloads import attempt_download
 from utils.engine.evaluator import EvalResult, Evaluator
 from utils.engine.task import Task, check_model_task
 from utils.errors import ConfigError
+from utils.export.backend import load_backend, val_imgsz
 from utils.log import LOGGER, colorstr
 from utils.paths import increment_path
 
@@ -61,7 +62,7 @@ def validate(opt: argparse.Namespace, task: Task) -> EvalResult:
     weights = first_weights(opt.weights)
     if isinstance(opt.weights, (list, tuple)) and len(opt.weights) > 1:
         LOGGER.warning("WARNING ⚠️ ensembles are not supported; validating the first of --weights")
-    model = load_model(attempt_download(weights), device=device, fuse=True)
+    model = load_backend(attempt_download(weights), device=device, fuse=True)
     check_model_task(model, task, weights)
     data = task.check_data(opt.data)
     save_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok)
@@ -69,12 +70,12 @@ def validate(opt: argparse.Namespace, task: Task) -> EvalResult:
     save_dir.mkdir(parents=True, exist_ok=True)
     names = {0: "item"} if settings.single_cls else data["names"]
     gs = max(int(model.stride.max()), 32) if hasattr(model, "stride") else 32
-    imgsz = check_img_size(opt.imgsz, gs)
+    imgsz, square = val_imgsz(model, check_img_size(opt.imgsz, gs))  # a static export: its own size, square
     if not data.get(settings.split):
         raise FileNotFoundError(f"{opt.data}: no '{settings.split}' split defined")
     loader_cfg = LoaderOptions(imgsz=imgsz, single_cls=settings.single_cls, workers=opt.workers).with_data(data)
     loader, _ = task.build_dataloader(data[settings.split], loader_cfg, {}, opt.batch_size, gs,
-                                      mode=settings.loader_mode)
+                                      mode="speed" if square else settings.loader_mode)
     ev = Evaluator(task, loader, names, save_dir, plots=settings.plots, verbose=settings.verbose, half=opt.half,
                    augment=tta_allowed(task, settings.augment), post_kw=settings.post,
                    metric_kw={"single_cls": settings.single_cls, **settings.metric})

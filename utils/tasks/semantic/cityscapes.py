@@ -37,7 +37,7 @@ import yaml
 from PIL import Image, ImageDraw
 
 from utils.data.dataset_config import DatasetError
-from utils.data.semantic_spec import swap_dir
+from utils.data.labels import swap_dir
 from utils.log import LOGGER
 from utils.paths import ROOT as REPO_ROOT
 from utils.tasks.semantic.labels import DETECTION_CLASSES, IGNORE, cityscapes_labels, ids_to_train_ids

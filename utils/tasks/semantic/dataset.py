@@ -8,14 +8,15 @@ can't be used (unreadable, wrong size, not single-channel) skips that sample wit
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import cv2
 import numpy as np
 import torch
 
-from utils.data.masks import IdMapper, MaskError, img2mask_paths, read_mask
-from utils.data.sample import IGNORE_INDEX
+from utils.data.masks import MaskError, read_mask
+from utils.data.semantic_spec import SemanticSpec
 from utils.log import LOGGER
 from utils.tasks.detect.dataset import SampleLoadError, YoloDataset
 
@@ -23,18 +24,16 @@ from utils.tasks.detect.dataset import SampleLoadError, YoloDataset
 class SemanticDataset(YoloDataset):
     """YoloDataset items plus semantic ((H, W) uint8, or int64 past 255 classes), has_semantic and has_boxes.
 
-    semantic: the data YAML's `semantic:` section as check_dataset returns it (masks_dir, image_suffix, mask_suffix,
-    names, ignore_index, id_map).
+    semantic: the data YAML's `semantic:` section as check_dataset returns it (or a raw one), or a SemanticSpec; its
+    mask path rule uses this dataset's images_dir.
     """
 
     cache_bytes_factor = 4 / 3  # a cached uint8 mask beside each 3-channel image
 
-    def __init__(self, *args, semantic: dict, **kwargs):
-        self.semantic_cfg = dict(semantic)
-        self.ignore_index = int(semantic.get("ignore_index", IGNORE_INDEX))
+    def __init__(self, *args, semantic: dict | SemanticSpec, **kwargs):
+        self.spec = semantic if isinstance(semantic, SemanticSpec) else SemanticSpec.from_dict(semantic)
+        self.ignore_index = self.spec.ignore_index
         self.mask_fill = self.ignore_index
-        nc_seg = len(semantic["names"])
-        self.id_mapper = IdMapper(nc_seg, self.ignore_index, semantic.get("id_map"))
         super().__init__(*args, **kwargs)
 
     def labels_optional(self) -> bool:
@@ -42,14 +41,13 @@ class SemanticDataset(YoloDataset):
 
     def prepare(self) -> None:
         """Mask paths and label kinds, once the image order is final."""
-        cfg = self.semantic_cfg
-        self.mask_files = img2mask_paths(self.im_files, self.images_dir, cfg.get("masks_dir", "masks"),
-                                         cfg.get("image_suffix", ""), cfg.get("mask_suffix", ".png"))
-        no_rule = [f for f, m in zip(self.im_files, self.mask_files) if f == m]
+        self.spec = dataclasses.replace(self.spec, images_dir=self.images_dir)  # one path rule for labels and masks
+        self.mask_files: list[str | None] = [self.spec.find_mask_path(f) for f in self.im_files]
+        no_rule = [f for f, m in zip(self.im_files, self.mask_files) if m is None]
         if no_rule:
             LOGGER.warning(f"{self.prefix}WARNING ⚠️ {len(no_rule)} images have no '{self.images_dir}' folder in "
                            f"their path (e.g. {no_rule[0]}), so no mask can be paired with them")
-        self.has_semantic = np.array([m != f and os.path.isfile(m) for f, m in zip(self.im_files, self.mask_files)])
+        self.has_semantic = np.array([m is not None and os.path.isfile(m) for m in self.mask_files], dtype=bool)
         self.has_boxes = np.array([os.path.isfile(f) for f in self.label_files])
         self.sems: list = [None] * self.n
         kinds = self.has_boxes.astype(int) * 2 + self.has_semantic
@@ -59,9 +57,10 @@ class SemanticDataset(YoloDataset):
         LOGGER.info(f"{self.prefix}{n_sem}/{n} images with a semantic mask, {n_box}/{n} with box labels, "
                     f"{int((self.has_semantic & self.has_boxes).sum())} with both")
         if not n_sem:
-            LOGGER.warning(f"{self.prefix}WARNING ⚠️ no semantic masks found for {self.path}: expected e.g. "
-                           f"{self.mask_files[0]}")
-        elif not self.id_mapper.has_map:
+            example = next((m for m in self.mask_files if m), None)
+            LOGGER.warning(f"{self.prefix}WARNING ⚠️ no semantic masks found for {self.path}"
+                           + (f": expected e.g. {example}" if example else ""))
+        elif self.spec.id_map is None:
             self._check_ids()
 
     def _check_ids(self, k: int = 16) -> None:
@@ -72,10 +71,10 @@ class SemanticDataset(YoloDataset):
                 m = cv2.imdecode(np.fromfile(self.mask_files[i], dtype=np.uint8), cv2.IMREAD_UNCHANGED)
             except OSError:
                 continue
-            bad = [] if m is None or m.ndim != 2 else self.id_mapper.unknown_values(m)
+            bad = [] if m is None or m.ndim != 2 else self.spec.unknown_values(m)
             if bad:
                 LOGGER.warning(f"{self.prefix}WARNING ⚠️ {self.mask_files[i]}: mask values {bad[:10]} are no class id "
-                               f"(0-{self.id_mapper.nc - 1}) and not ignore_index {self.ignore_index}: they are "
+                               f"(0-{self.spec.nc - 1}) and not ignore_index {self.ignore_index}: they are "
                                f"ignored (an id_map in the data YAML's semantic section maps raw values to classes)")
                 return
 
@@ -92,13 +91,13 @@ class SemanticDataset(YoloDataset):
         if self.sems[i] is not None and self.sems[i].shape == tuple(hw):
             return self.sems[i]
         if not self.has_semantic[i]:
-            return np.full(hw, self.ignore_index, self.id_mapper.dtype)
+            return np.full(hw, self.ignore_index, self.spec.dtype)
         f = self.mask_files[i]
         try:
             raw = read_mask(f, hw0)
         except MaskError as e:
             raise SampleLoadError(f, str(e), image=self.im_files[i]) from None
-        m = self.id_mapper(raw)
+        m = self.spec.remap(raw)
         if m.shape != tuple(hw):
             m = cv2.resize(m, (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST)
         return m

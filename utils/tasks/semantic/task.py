@@ -49,8 +49,7 @@ class SemanticTask(DetectionTask):
         if d.get("semantic") is None:
             raise ConfigError(f"{data}: a detection + semantic model needs per-pixel masks, but the data YAML has no "
                               f"'semantic:' section (see data/shapes-semantic.yaml), or train a plain detector")
-        section = {k: v for k, v in d["semantic"].items() if k != "nc"}  # check_dataset adds the class count
-        self.spec = SemanticSpec.from_yaml_section(section, d.get("images_dir") or "images", str(data))
+        self.spec = SemanticSpec.from_data(d)
         return d
 
     def build_model(self, cfg: str | dict, nc: int, hyp: dict | None = None) -> nn.Module:
@@ -93,8 +92,13 @@ class SemanticTask(DetectionTask):
         return SemanticDetectionLoss(model.model[-1], hyp, self.spec.ignore_index)
 
     def split_eval_output(self, out: Any):
-        """Eval output (detections, raw maps, logits) -> ((detections, logits), (raw maps, logits, no aux))."""
-        det, raw, seg = out
+        """Eval output (detections, raw maps, logits) -> ((detections, logits), (raw maps, logits, no aux)).
+
+        An exported model gives (detections, logits) and test-time augmentation (detections, None, logits): no raw
+        maps, so no validation loss.
+        """
+        det, seg = out[0], out[-1]
+        raw = out[1] if len(out) == 3 else None
         return (det, seg), ((raw, seg, []) if raw is not None else None)
 
     def postprocess(self, preds: Any, batch: dict | None = None, **kw: Any) -> list[SemanticPrediction]:

@@ -1,0 +1,51 @@
+"""The check every export goes through: run the file with its own runtime on the example input (and, for a dynamic
+export, on a second batch and image size) and compare with PyTorch."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from utils.export import ExportError
+
+TOLERANCE = 1e-3  # largest absolute difference allowed on any output (fp32); fp16 exports get 1e-2 of the scale
+RUNTIMES = {"torchscript": "torch.jit", "onnx": "onnxruntime", "openvino": "OpenVINO"}
+
+
+def second_input(im: torch.Tensor, gs: int) -> torch.Tensor:
+    """Another batch size and image size than `im` (both still stride multiples), to prove a dynamic export."""
+    b, c, h, w = im.shape
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(b + 2, c, h + gs, max(w - gs, gs), generator=g).to(im.device, im.dtype)
+
+
+def max_difference(file: Path, model: torch.nn.Module, im: torch.Tensor, dynamic: bool, gs: int) -> float | None:
+    """Largest absolute difference between the exported outputs and PyTorch's; None when no runtime is installed."""
+    from utils.export.backend import backend_kind, load_exported
+
+    if backend_kind(file) == "onnx" and importlib.util.find_spec("onnxruntime") is None:
+        return None
+    exported = load_exported(file, im.device)
+    worst = 0.0
+    for x in [im, second_input(im, gs)] if dynamic else [im]:
+        with torch.no_grad():
+            ref = model(x)
+        ref = list(ref) if isinstance(ref, (list, tuple)) else [ref]
+        got = exported.outputs(x)
+        if len(got) != len(ref) or any(a.shape != b.shape for a, b in zip(got, ref)):
+            raise ExportError(f"{file}: output shapes {[tuple(a.shape) for a in got]} differ from PyTorch's "
+                              f"{[tuple(b.shape) for b in ref]} at input {tuple(x.shape)}")
+        worst = max([worst, *((a.float() - b.float()).abs().max().item() for a, b in zip(got, ref) if b.numel())])
+    return worst
+
+
+def tolerance(model: torch.nn.Module, im: torch.Tensor) -> float:
+    """TOLERANCE for fp32; half precision keeps about 3 significant digits, so fp16 gets 1e-2 of the output scale."""
+    if im.dtype != torch.float16:
+        return TOLERANCE
+    with torch.no_grad():
+        y = model(im)
+    scale = max(float(t.float().abs().max()) for t in (y if isinstance(y, (list, tuple)) else [y]))
+    return 1e-2 * max(scale, 1.0)

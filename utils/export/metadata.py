@@ -1,0 +1,100 @@
+"""What an exported model carries about itself (task, names, strides, input size, outputs), and how each container
+stores it: TorchScript's extra file config.txt (JSON), ONNX metadata_props, an OpenVINO model's side-car YAML.
+
+The keys upstream YOLOv5 v7.0 writes keep their meaning (`stride` = the largest stride as an int, `names`, `shape`),
+so its loaders can read our files too; our own keys sit beside them.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from datetime import datetime
+from typing import Any
+
+import torch
+
+FORMAT = "mt-yolov5"
+VERSION = 1
+TS_EXTRA = "config.txt"  # the TorchScript extra file, as upstream names it
+# What a classifier expects in front of it: the centre crop, RGB in 0-1, then ImageNet's statistics.
+CLASSIFY_PREPROCESS = {"crop": "center", "channels": "RGB", "scale": 1 / 255,
+                       "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+def model_task(model: torch.nn.Module) -> str:
+    """The task a model solves: its own `task` attribute if it has one, else from its class name."""
+    from utils.checkpoint import task_of
+
+    return str(getattr(model, "task", None) or task_of(model))
+
+
+def build_metadata(model: torch.nn.Module, names: dict[int, str], imgsz: list[int], batch: int, dynamic: bool,
+                   half: bool, outputs: list[str], eval_tail: int, tensor_output: bool) -> dict[str, Any]:
+    """The metadata dict for one export of `model` at input (batch, 3, *imgsz)."""
+    strides = [float(s) for s in torch.as_tensor(getattr(model, "stride", [32.0])).flatten().tolist()]
+    task = model_task(model)
+    meta = {"format": FORMAT, "version": VERSION, "task": task, "stride": int(max(strides)), "strides": strides,
+            "names": {int(k): str(v) for k, v in names.items()}, "imgsz": [int(x) for x in imgsz],
+            "batch": int(batch), "shape": [int(batch), 3, *map(int, imgsz)], "dynamic": bool(dynamic),
+            "half": bool(half), "outputs": list(outputs), "eval_tail": int(eval_tail),
+            "tensor_output": bool(tensor_output), "date": datetime.now().isoformat(timespec="seconds")}
+    head = model.model[-1] if hasattr(model, "model") and len(getattr(model, "model", [])) else None
+    if getattr(head, "nm", None):
+        meta["nm"] = int(head.nm)  # mask coefficients per detection, after the class scores
+    if task == "classify":
+        meta["preprocess"] = dict(CLASSIFY_PREPROCESS)
+    if getattr(model, "seg_names", None):  # detection + semantic: the class-map classes travel too
+        meta["seg_names"] = {int(k): str(v) for k, v in model.seg_names.items()}
+    return meta
+
+
+def normalize(meta: dict[str, Any]) -> dict[str, Any]:
+    """Metadata read back from any container: int class keys, strides as a list, defaults for upstream files."""
+    meta = dict(meta)
+    names = meta.get("names") or {}
+    if isinstance(names, (list, tuple)):
+        names = dict(enumerate(names))
+    meta["names"] = {int(k): str(v) for k, v in names.items()}
+    if meta.get("seg_names"):
+        meta["seg_names"] = {int(k): str(v) for k, v in meta["seg_names"].items()}
+    if "strides" not in meta:
+        meta["strides"] = [float(meta.get("stride", 32))]
+    shape = meta.get("shape") or [1, 3, 640, 640]
+    meta.setdefault("imgsz", list(shape[2:]))
+    meta.setdefault("batch", shape[0])
+    meta.setdefault("dynamic", False)
+    meta.setdefault("task", "detect")
+    meta.setdefault("eval_tail", 1 if meta["task"] in ("detect", "segment") else 0)
+    meta.setdefault("tensor_output", meta["task"] == "classify")
+    meta.setdefault("half", False)
+    return meta
+
+
+def to_json(meta: dict[str, Any]) -> str:
+    """TorchScript's config.txt (JSON keys are strings; normalize() turns class keys back into ints)."""
+    return json.dumps(meta)
+
+
+def from_json(text: str | bytes) -> dict[str, Any]:
+    """Inverse of to_json."""
+    return normalize(json.loads(text or "{}"))
+
+
+def to_props(meta: dict[str, Any]) -> dict[str, str]:
+    """ONNX metadata_props: JSON values, except `names` written as a Python dict literal, as upstream does."""
+    return {k: str(v) if k in ("names", "seg_names") else json.dumps(v) for k, v in meta.items()}
+
+
+def from_props(props: dict[str, str]) -> dict[str, Any]:
+    """Inverse of to_props (also reads upstream's props: stride as an int, names as a dict literal)."""
+    meta = {}
+    for k, v in props.items():
+        try:
+            meta[k] = json.loads(v)
+        except ValueError:
+            try:
+                meta[k] = ast.literal_eval(v)
+            except (ValueError, SyntaxError):
+                meta[k] = v
+    return normalize(meta)
