@@ -10,6 +10,8 @@ import pytest
 import torch
 from conftest import FIXTURES, need
 
+from utils.checkpoint import CheckpointError
+from utils.data.loader import LoaderOptions
 from utils.export.backend import BackendError, load_backend, load_exported
 from utils.export.exporter import export_model
 
@@ -56,14 +58,12 @@ def test_val_feeds_exports_the_pt_batches_and_square_ones_to_static(det, tiny_da
     """Dynamic exports get val.py's rectangular batches and return the .pt's outputs on them; a static export gets
     square batches at its size. Figures are compared exactly on a trained checkpoint in the last test: a random
     model's scores tie to 1e-7, so export noise (1e-5) can swap boxes at the 0.001 threshold and move its figures."""
-    import argparse
 
     import val
     from utils.tasks.detect.task import DetectionTask
 
     task = DetectionTask()
-    cfg = argparse.Namespace(imgsz=96, single_cls=False, cache=None, rect=False, workers=0, image_weights=False,
-                             quad=False, seed=0)
+    cfg = LoaderOptions(imgsz=96, workers=0)
     loader, _ = task.build_dataloader(task.check_data(tiny_data)["val"], cfg, {}, 2, 32, mode="val")
     models = {k: load_backend(det[k]) for k in ("pt", "torchscript", "onnx")}
     shapes = set()
@@ -143,7 +143,7 @@ def test_wrong_task_augment_and_missing_onnxruntime_are_one_line(det, tiny_data,
     import val
     from segment import predict as seg_predict
 
-    with pytest.raises(BackendError, match=r"det\.onnx is a detect model; this script runs segment models"):
+    with pytest.raises(CheckpointError, match=r"det\.onnx: a 'detect' model, but this script runs 'segment' models"):
         seg_predict.run(weights=[str(det["onnx"])], source=tiny_data)
     with pytest.raises(BackendError, match=r"det\.pt is a detect model; this script runs classify models"):
         load_backend(det["pt"], task="classify")
