@@ -130,8 +130,8 @@ def test_detect_writes_overlays_class_maps_and_a_video(trained, tmp_path, log):
     import detect
 
     w = str(trained / "weights" / "best.pt")
-    frames = Path(write_tiny_semantic(tmp_path / "frames", 2, 4, imgsz_range=(96, 64))).parent
-    src = frames / "semantic" / "images" / "val"  # four frames of one size (64x96: not 2:1, not square)
+    frames = Path(write_tiny_semantic(tmp_path / "frames", 2, 4, imgsz_range=(80, 80))).parent
+    src = frames / "semantic" / "images" / "val"  # four 80x80 frames, predicted at 64 and mapped back
     out = detect.run(weights=w, source=str(src), imgsz=[64], conf_thres=0.0, project=str(tmp_path), name="a",
                      save_as_video=True, fps=5, alpha=0.3, save_txt=True)
     images = sorted(src.glob("*.jpg"))
