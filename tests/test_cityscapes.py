@@ -378,3 +378,32 @@ def test_write_submission(tmp_path):
     with pytest.raises(DatasetError, match="not a Cityscapes file name"):
         submission_name("holiday.jpg")
     assert submission_name("bad-honnef_000000_000019.png") == "bad-honnef_000000_000019_pred.png"
+
+
+# --- the workflow ---------------------------------------------------------------------------------------------------
+
+
+def test_workflow_convert_train_val_submit(city_tree, tmp_path):
+    """Cityscapes-like tree -> convert -> one epoch of yolov5n-city (the scale-crop recipe) -> val.py -> detect.py
+    --submit; the submission files are what cityscapesscripts' evaluation reads."""
+    import detect
+    import train
+    import val
+
+    convert(city_tree)
+    data = str(city_tree / "cityscapes.yaml")
+    train.run(data=data, cfg="yolov5n-city.yaml", imgsz=128, batch_size=2, epochs=1, workers=0, noautoanchor=True,
+              noplots=True, project=str(tmp_path), name="run")
+    best = str(tmp_path / "run" / "weights" / "best.pt")
+    res = val.run(weights=best, data=data, imgsz=128, project=str(tmp_path), name="val")
+    assert {"metrics/mAP_0.5", "metrics/mIoU"} <= set(res.figures) and 0 <= res.figures["metrics/mIoU"] <= 1
+    out = detect.run(weights=best, source=str(city_tree / "leftImg8bit" / "val"), imgsz=[128], submit=True,
+                     nosave=True, project=str(tmp_path), name="submit")
+    sub = sorted((out / "submit").glob("*_pred.png"))
+    assert [p.name for p in sub] == ["frankfurt_000000_000294_pred.png", "frankfurt_000001_000294_pred.png",
+                                     "munster_000000_000019_pred.png"]
+    ids = np.unique(np.concatenate([np.unique(cv2.imread(str(p), cv2.IMREAD_UNCHANGED)) for p in sub]))
+    assert set(ids.tolist()) <= {lb.id for lb in cs_table if lb.trainId not in (255, -1)}  # label ids, not train ids
+    assert not list(out.glob("*.png")) and not (out / "maps").exists()  # --nosave: no pictures
+    res = _cs_evaluate(out / "submit", sorted(city_tree.glob("gtFine/val/*/*_gtFine_labelIds.png")))
+    assert 0 <= res["averageScoreClasses"] <= 1

@@ -110,3 +110,24 @@ def test_torchrun_two_cpu_processes_train_segmentation_like_one_process(tmp_path
     assert "train/seg_loss" in (tmp_path / "ddp/exp/results.csv").read_text()
     for a, b in zip(epoch_losses(tmp_path / "ddp/exp"), epoch_losses(tmp_path / "single/exp")):
         assert a == pytest.approx(b, rel=0.15)
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_train_detection_plus_semantic(tmp_path):
+    """train.py with a -city model on box + mask data: the confusion matrix and the joint loss under DDP."""
+    write_tiny_shapes(tmp_path / "data", n_val=4, seed=2, imgsz_range=(64, 64))
+    data = tmp_path / "sem.yaml"
+    data.write_text(f"path: {tmp_path / 'data' / 'semantic'}\ntrain: images/train\nval: images/val\n"
+                    "names: {0: rectangle, 1: ellipse, 2: triangle, 3: star}\n"
+                    "semantic:\n  names: {0: background, 1: rectangle, 2: ellipse, 3: triangle, 4: star}\n")
+    hyp = tmp_path / "noaug.yaml"
+    hyp.write_text(NOAUG)
+    args = [str(ROOT / "train.py"), "--data", str(data), "--hyp", str(hyp), "--cfg", "yolov5n-city.yaml",
+            "--img", "64", "--batch-size", "8", "--epochs", "1", "--workers", "0", "--rect", "--noplots",
+            "--noautoanchor", "--device", "cpu"]
+    run_single_and_two_ranks(args, tmp_path)
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["exp"]
+    text = (tmp_path / "ddp/exp/results.csv").read_text()
+    assert "train/seg_loss" in text and "metrics/mIoU" in text
+    for a, b in zip(epoch_losses(tmp_path / "ddp/exp"), epoch_losses(tmp_path / "single/exp")):
+        assert a == pytest.approx(b, rel=0.15)

@@ -472,13 +472,13 @@ class StandInDetSemantic(torch.nn.Module):
 
     Class 0 scores the red channel, class 1 the green one, so the true class map of an image is known."""
 
-    task = "detect"  # what a model class declares; the hub tells the semantic output by its shape, not by this
+    task = "semantic"
 
     def __init__(self, factor: int = 1):
         super().__init__()
         self.w = torch.nn.Parameter(torch.ones(1))
         self.names, self.stride, self.yaml, self.factor = {0: "thing"}, torch.tensor([8.0, 16.0, 32.0]), {}, factor
-        self.semantic_names = {0: "red", 1: "green"}
+        self.seg_names = {0: "red", 1: "green"}
 
     def forward(self, x, augment=False, profile=False):
         logits = 10 * x[:, :2] * self.w
@@ -504,3 +504,20 @@ def test_semantic_class_map_comes_back_at_image_size(factor):
     assert (sem_b[:, :100 - band] == 0).all() and (sem_b[:, 100 + band:] == 1).all()
     assert len(r.pred[0]) == 0 and (r.render()[0] != a).any()
     assert r.tolist()[1].semantic[0].shape == (300, 200)
+
+
+def test_a_real_detection_plus_semantic_checkpoint_gives_class_maps(tmp_path):
+    from models.yolo import build_model
+    from utils.checkpoint import make_checkpoint, save_checkpoint
+    from utils.hub.create import custom
+    from utils.log import quiet
+
+    torch.manual_seed(0)
+    with quiet():
+        model = build_model("yolov5n-city.yaml", nc=4, nc_seg=3)
+    model.seg_names = {0: "road", 1: "car", 2: "sky"}
+    w = save_checkpoint(make_checkpoint(model), tmp_path / "city.pt")
+    im = np.random.default_rng(0).integers(0, 255, (120, 200, 3), dtype=np.uint8)
+    r = custom(w, _verbose=False)(im, size=128)
+    assert r.semantic[0].shape == (120, 200) and int(r.semantic[0].max()) < 3
+    assert r.semantic_names == {0: "road", 1: "car", 2: "sky"} and r.render()[0].shape == im.shape

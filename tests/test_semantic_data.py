@@ -378,10 +378,11 @@ def test_cityscapes_hyp_selects_the_scale_crop_recipe(tmp_path):
     from conftest import ROOT
 
     from utils.tasks.detect.dataset import DEFAULT_AUG
+    from utils.tasks.semantic.loss import SEG_DEFAULTS
 
     hyp = yaml.safe_load((ROOT / "data" / "hyps" / "hyp.cityscapes.yaml").read_text())
     low = yaml.safe_load((ROOT / "data" / "hyps" / "hyp.scratch-low.yaml").read_text())
-    assert set(hyp) == set(low) | set(DEFAULT_AUG)  # every key is one the code reads
+    assert set(hyp) == set(low) | set(DEFAULT_AUG) | set(SEG_DEFAULTS) | {"fitness_seg"}  # keys the code reads
     assert hyp["mosaic"] == 0 and hyp["scale_crop"] == 1 and (hyp["scale_min"], hyp["scale_max"]) == (0.5, 2.0)
     no_colour = {"hsv_h": 0.0, "hsv_s": 0.0, "hsv_v": 0.0}  # colour is what assert_aligned reads the classes from
     ds = dataset(write_set(tmp_path, sizes=((32, 64),)), augment=True, hyp={**hyp, **no_colour})

@@ -25,6 +25,7 @@ from utils.hub.results import Detections
 from utils.nms import non_max_suppression
 from utils.tasks.classify.transforms import IMAGENET_MEAN, IMAGENET_STD, center_crop
 from utils.tasks.segment.masks import process_mask, unletterbox
+from utils.tasks.semantic.rescale import logits_to_label_map
 
 NMS_KEYS = ("conf", "iou", "classes", "agnostic", "multi_label", "max_det")
 PAD = 114  # the grey letterbox pads with, as in training and detect.py
@@ -50,7 +51,7 @@ class AutoShape(nn.Module):
         self.model = model.eval()
         self.task = task_of(model)
         self.names = dict(getattr(model, "names", {}) or {})
-        self.semantic_names = getattr(model, "semantic_names", None)
+        self.semantic_names = getattr(model, "seg_names", None)  # detection + semantic models only
         self.stride = max(int(torch.as_tensor(getattr(model, "stride", 32)).max()), 32)
         self.ch = int((getattr(model, "yaml", None) or {}).get("ch", 3))
 
@@ -164,7 +165,7 @@ class AutoShape(nn.Module):
                 m = process_mask(proto[i], det[:, 6:], det[:, :4], tuple(x.shape[2:]), upsample=True)
                 masks.append(unletterbox(m[:, :lh, :lw], shape0).gt_(0.5).bool())
             if logits is not None:
-                cls_map = unletterbox(logits[i, :, :lh, :lw].float(), shape0).argmax(0)
+                cls_map = logits_to_label_map(logits[i, :, :lh, :lw], (lh, lw), shape0)  # as detect.py maps it
                 semantic.append(cls_map.to(torch.uint8 if logits.shape[1] <= 256 else torch.int32))
             det = det[:, :6].clone()
             scale_boxes((lh, lw), det[:, :4], shape0)

@@ -182,10 +182,14 @@ class Detections(Results):
 
     def _draw(self, i: int, labels: bool) -> np.ndarray:
         ann = Annotator(self.ims[i][..., ::-1].copy())  # drawn in BGR with the palette detect.py uses
-        if self.semantic is not None:
-            lut = np.array([colors(k, True) for k in range(20)], np.float32)  # the palette's 20 colours, cycled
-            m = self.semantic[i].cpu().numpy().astype(np.int64)
-            ann.im[:] = (ann.im * 0.5 + lut[m % len(lut)] * 0.5).astype(np.uint8)
+        if self.semantic is not None:  # detect.py's colours: Cityscapes' for Cityscapes classes, else its palette
+            from utils.tasks.semantic.labels import is_cityscapes
+            from utils.tasks.semantic.palette import colourise, overlay, palette_for
+
+            names = self.semantic_names or {}
+            n = max(len(names), int(self.semantic[i].max()) + 1)
+            lut = palette_for(n, "cityscapes" if names and is_cityscapes(names) else None)
+            ann.im[:] = overlay(ann.im, colourise(self.semantic[i], lut, bgr=True), 0.5)
         det = self.pred[i]
         if self.masks is not None and len(det):
             ann.masks(self.masks[i].cpu().numpy(), [colors(int(c), True) for c in det[:, 5].tolist()], alpha=0.5)
