@@ -397,8 +397,9 @@ def test_workflow_convert_train_val_submit(city_tree, tmp_path):
     best = str(tmp_path / "run" / "weights" / "best.pt")
     res = val.run(weights=best, data=data, imgsz=128, project=str(tmp_path), name="val")
     assert {"metrics/mAP_0.5", "metrics/mIoU"} <= set(res.figures) and 0 <= res.figures["metrics/mIoU"] <= 1
-    out = detect.run(weights=best, source=str(city_tree / "leftImg8bit" / "val"), imgsz=[128], submit=True,
-                     nosave=True, project=str(tmp_path), name="submit")
+    frames = str(city_tree / "leftImg8bit" / "val" / "*" / "*.png")  # a folder source is not searched recursively
+    out = detect.run(weights=best, source=frames, imgsz=[128], submit=True, nosave=True, project=str(tmp_path),
+                     name="submit")
     sub = sorted((out / "submit").glob("*_pred.png"))
     assert [p.name for p in sub] == ["frankfurt_000000_000294_pred.png", "frankfurt_000001_000294_pred.png",
                                      "munster_000000_000019_pred.png"]
