@@ -17,9 +17,13 @@ W=$(( $(nproc) - 2 ))
 step 70 bench $PY benchmarks/train_speed.py --baseline --steps 20 --workers $W
 step 70 bench $PY benchmarks/train_speed.py --baseline --batch 64 --steps 10 --workers $W
 step 50 bench $PY benchmarks/memory.py
+step 50 bench $PY benchmarks/train_speed.py --baseline --cfg yolov5s-seg.yaml --steps 10 --workers $W
+step 50 bench $PY benchmarks/train_speed.py --baseline --cfg yolov5s-city.yaml --steps 10 --workers $W
 step 40 bench $PY benchmarks/semantic_cost.py --device 0 --half
 step 60 train $PY train.py --device 0 --workers 8 --epochs 10 --exist-ok --name gpu
 step 50 train $PY segment/train.py --device 0 --workers 8 --epochs 5 --exist-ok --name gpu
 step 40 train $PY classify/train.py --device 0 --workers 8 --epochs 5 --exist-ok --name gpu
+step 60 train $PY train.py --device 0 --workers 8 --epochs 5 --cfg yolov5n-city.yaml --data data/shapes-semantic.yaml \
+  --exist-ok --name gpu-sem
 [ -n "$SKIP_COMPILE" ] || step 120 bench $PY benchmarks/train_speed.py --compile --steps 20 --workers $W
 cp runs/train/gpu/results.csv "$OUT/det_results.csv" 2>/dev/null

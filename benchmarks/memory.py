@@ -2,7 +2,7 @@
 
     python benchmarks/memory.py                                   # yolov5s, 640, batch 16
     python benchmarks/memory.py --cfg yolov5s-seg.yaml            # any model YAML
-    python benchmarks/memory.py --cfg <semantic>.yaml --img 512 1024   # height width: the 1024x512 semantic case
+    python benchmarks/memory.py --cfg yolov5s-city.yaml --img 512 1024   # height width: the semantic 1024x512 case
     python benchmarks/memory.py --device cpu --recipe both        # CPU: each recipe in its own child process
 
 On CUDA the figure is torch.cuda.max_memory_allocated over the steps, above what was allocated before the model was
@@ -11,10 +11,9 @@ channels_last, fused optimizer, foreach EMA) and "baseline" (fp32, contiguous, p
 the same run. Without a GPU it reports the growth of the process's peak resident memory (ru_maxrss) over a step of
 the CPU recipe instead, which includes allocator caching and is not comparable with the GPU figure.
 
-Inputs are random images and random boxes (memory does not depend on the pixels). A model whose head is not a plain
-Detect (segmentation, and the semantic multi-task model once it exists) is trained against a stand-in loss, the mean
-of every output: its memory is that of the model's activations and gradients, which dominate a step; point `--cfg` at
-the semantic model's YAML when it lands, and give its task loss here then.
+Inputs are random images and random boxes (memory does not depend on the pixels). Each model kind is trained
+against its task's own loss (make_criterion): instance segmentation with each box filled as its object's mask,
+detection + semantic with a class map of random ids.
 """
 
 from __future__ import annotations
@@ -63,10 +62,35 @@ def rss_peak() -> int:
 
 
 def make_criterion(model: torch.nn.Module, hyp: dict):
-    """The detection loss for a plain Detect head; otherwise a stand-in (mean of every output tensor)."""
-    head = model.model[-1]
-    if type(head).__name__ == "Detect" and not hasattr(model, "semantic"):  # a semantic model also returns seg logits
+    """The task's own loss for the model's kind, as (criterion(preds, targets), stand_in): the labels other than the
+    boxes (instance masks, class maps) are made up to match; stand_in is True only for a kind with no loss here."""
+    kind, head = getattr(model, "task", "detect"), model.model[-1]
+    if kind == "detect":
         return DetectionLoss(head, hyp), False
+    if kind == "segment":
+        from utils.tasks.segment.loss import SegmentationLoss
+
+        seg = SegmentationLoss(head, hyp, overlap=True)
+
+        def segment_loss(preds, targets):
+            masks = box_index_masks(targets, preds[1])  # on the device, no host read: timed like the loss
+            return seg(preds, targets, masks)
+
+        return segment_loss, False
+    if kind == "semantic":
+        from utils.tasks.semantic.loss import SemanticDetectionLoss
+
+        sem = SemanticDetectionLoss(head, hyp)
+
+        def semantic_loss(preds, targets):
+            logits = preds[1]  # (B, nc_seg, H, W): a class map of random ids
+            g = torch.Generator(device=logits.device).manual_seed(0)
+            cls = torch.randint(0, logits.shape[1], (logits.shape[0], *logits.shape[2:]), device=logits.device,
+                                generator=g)
+            ones = torch.ones(logits.shape[0], dtype=torch.bool, device=logits.device)
+            return sem(preds, {"targets": targets, "semantic": cls, "has_boxes": ones})
+
+        return semantic_loss, False
 
     def flat(o):
         if torch.is_tensor(o):
@@ -76,6 +100,22 @@ def make_criterion(model: torch.nn.Module, hyp: dict):
                 yield from flat(x)
 
     return (lambda preds, targets: (sum(t.float().mean() for t in flat(preds)), None)), True
+
+
+def box_index_masks(targets: torch.Tensor, proto: torch.Tensor) -> torch.Tensor:
+    """Overlap-form instance masks (B, H/4, W/4) for (image, class, x, y, w, h) rows: each box filled with its
+    1-based rank in its image, later boxes on top, built on the device."""
+    from utils.tasks.segment.loss import rank_in_image
+
+    (b, _, h, w), t = proto.shape, targets.to(proto.device)
+    ys = (torch.arange(h, device=t.device) + 0.5)[None, :, None] / h
+    xs = (torch.arange(w, device=t.device) + 0.5)[None, None, :] / w
+    x, y, bw, bh = (t[:, i, None, None] for i in range(2, 6))
+    inside = (ys >= y - bh / 2) & (ys < y + bh / 2) & (xs >= x - bw / 2) & (xs < x + bw / 2)  # (nt, h, w)
+    rank = rank_in_image(t[:, 0].long(), b).float()
+    vals = (inside * rank[:, None, None]).view(len(t), -1)
+    index = t[:, 0].long()[:, None].expand_as(vals)
+    return torch.zeros(b, h * w, device=t.device).scatter_reduce_(0, index, vals, "amax").view(b, h, w)
 
 
 def random_targets(bs: int, nc: int, per_image: int, device: torch.device) -> torch.Tensor:

@@ -15,8 +15,8 @@ backward) counted by torch.utils.flop_counter.
 channels_last (as the trainer, on every device), fused optimizer kernels on CUDA (foreach on CPU), foreach
 EMA, and torch.compile with `--compile`. `--baseline` adds, in the same run on the same data, the recipe without
 those: fp32, contiguous tensors, the per-parameter optimizer loop (foreach=False), eager. On CUDA both report peak
-memory (torch.cuda.max_memory_allocated) of their training steps. Models whose head is not a plain Detect
-(yolov5s-seg) are timed with memory.py's stand-in loss until their task loss exists.
+memory (torch.cuda.max_memory_allocated) of their training steps. Every model kind is timed with its task's own loss
+(memory.make_criterion: yolov5s-seg with box-shaped instance masks, -city models with a random class map).
 """
 
 from __future__ import annotations

@@ -305,6 +305,22 @@ def test_one_epoch_training_on_cuda(tiny_data, tmp_path, monkeypatch, amp):
 
 
 @cuda
+def test_one_epoch_detection_plus_semantic_training_on_cuda(tmp_path):
+    from tests.test_semantic_task import write_tiny_semantic
+    from utils.engine.config import TrainConfig
+    from utils.engine.trainer import Trainer
+    from utils.tasks.semantic.task import SemanticTask
+
+    data = str(write_tiny_semantic(tmp_path / "data"))
+    cfg = TrainConfig(data=data, project=str(tmp_path), cfg="yolov5n-city.yaml", imgsz=64, batch_size=8, workers=0,
+                      noplots=True, noautoanchor=True, device="0", epochs=1)
+    figures = Trainer(cfg, SemanticTask()).fit()
+    rows = _rows(tmp_path / "exp")
+    assert rows[0]["train/seg_loss"] > 0 and all(math.isfinite(v) for v in rows[0].values())
+    assert 0 <= figures["metrics/mIoU"] <= 1
+
+
+@cuda
 def test_compiled_one_epoch_training_on_cuda(tiny_data, tmp_path, log):
     _fit(tiny_data, tmp_path, epochs=1, compile=True, noval=True)
     rows = _rows(tmp_path / "exp")
