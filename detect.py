@@ -12,10 +12,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from utils.checkpoint import checkpoint_kind, first_weights  # noqa: E402
+from utils.checkpoint import first_weights  # noqa: E402
 from utils.engine.cli import opt_with, run_main  # noqa: E402
 from utils.engine.predictor import Predictor, add_predict_arguments  # noqa: E402
 from utils.errors import ConfigError  # noqa: E402
+from utils.export.backend import weights_kind  # noqa: E402
 from utils.paths import ROOT  # noqa: E402
 from utils.tasks.semantic.task import SemanticTask, pick_detection_task  # noqa: E402
 
@@ -29,7 +30,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(opt: argparse.Namespace) -> Path:
     """Predict over --source and return the run folder."""
-    task = pick_detection_task(checkpoint_kind(first_weights(opt.weights)))
+    task = pick_detection_task(weights_kind(first_weights(opt.weights)))
     if task.name != "semantic" and (opt.submit or opt.alpha != 0.5):
         raise ConfigError("--submit and --alpha are for detection + semantic models; these weights hold a detector")
     return Predictor(opt, task).run()

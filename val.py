@@ -12,9 +12,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from utils.checkpoint import checkpoint_kind, first_weights  # noqa: E402
+from utils.checkpoint import first_weights  # noqa: E402
 from utils.engine.cli import opt_with, run_main  # noqa: E402
 from utils.engine.validate import add_val_arguments, validate  # noqa: E402
+from utils.export.backend import weights_kind  # noqa: E402
 from utils.paths import ROOT  # noqa: E402
 from utils.tasks.semantic.task import SemanticTask, pick_detection_task  # noqa: E402
 
@@ -28,7 +29,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(opt: argparse.Namespace):
     """Validate and return the EvalResult (a detection + semantic model also scores its class maps)."""
-    return validate(opt, pick_detection_task(checkpoint_kind(first_weights(opt.weights))))
+    return validate(opt, pick_detection_task(weights_kind(first_weights(opt.weights))))
 
 
 def run(**kwargs):

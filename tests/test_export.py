@@ -143,8 +143,8 @@ def test_static_export_fixes_size_and_slices_other_batches(pt_models, tmp_path):
 
 def test_metadata_round_trips_through_each_container_and_reads_upstream_props():
     meta = {"task": "segment", "stride": 32, "strides": [8.0, 16.0, 32.0], "names": {0: "a", 1: "b"},
-            "imgsz": [64, 96], "batch": 1, "dynamic": True, "nm": 32, "eval_tail": 1, "tensor_output": False,
-            "half": False}
+            "imgsz": [64, 96], "batch": 1, "dynamic": True, "nm": 32, "eval_layout": [0, 1, None],
+            "tensor_output": False, "half": False}
     assert metadata.from_props(metadata.to_props(meta)) == meta
     assert metadata.from_json(metadata.to_json(meta)) == meta
     assert metadata.to_props(meta)["names"] == "{0: 'a', 1: 'b'}"  # the form upstream's loader evaluates
@@ -191,7 +191,7 @@ def test_two_output_model_plugs_in_without_special_cases(tmp_path):
     ref = eval_outputs(model, im)
     for f in out.values():
         m = load_backend(f, task="detect_semantic")
-        assert m.meta["outputs"] == ["output0", "output1"] and m.meta["eval_tail"] == 1
+        assert m.meta["outputs"] == ["output0", "output1"] and m.meta["eval_layout"] == [0, 1, None]
         det, seg, raw = m(im)
         assert det.shape == (3, 24 * 16, 8) and seg.shape == (3, 5, 96, 64) and raw == []
         assert (det - ref[0]).abs().max() < 1e-3 and (seg - ref[1]).abs().max() < 1e-3
@@ -273,3 +273,31 @@ def test_cli_prints_one_error_line_and_exits_1(tmp_path):
     err = [x for x in (r.stdout + r.stderr).splitlines() if x.startswith("ERROR")]
     assert r.returncode == 1 and err == ["ERROR: --include coreml: CoreML export is not supported here "
                                          "(supported: torchscript, onnx, openvino)"]
+
+
+def test_detection_plus_semantic_exports_boxes_and_class_logits(tmp_path, log):
+    """A -city model: output0 detections and output1 class logits, at two sizes through one dynamic ONNX file;
+    seg_names travel in the metadata, so detect.py can colour and name the class map."""
+    import export
+    from models.yolo import build_model
+    from utils.checkpoint import make_checkpoint as make
+    from utils.checkpoint import save_checkpoint
+    from utils.log import quiet
+
+    torch.manual_seed(0)
+    with quiet():
+        model = build_model("yolov5n-city.yaml", nc=3, nc_seg=4)
+    model.names, model.seg_names = dict(NAMES), {0: "road", 1: "car", 2: "sky", 3: "person"}
+    w = save_checkpoint(make(model), tmp_path / "city.pt")
+    export.run(weights=[str(w)], include=["onnx", "torchscript"], imgsz=[64, 96], dynamic=True, device="cpu")
+    pt = load_backend(w)
+    for fmt in ("onnx", "torchscript"):
+        m = load_backend(exported_path(w, fmt))
+        assert m.task == "semantic" and m.seg_names == {0: "road", 1: "car", 2: "sky", 3: "person"}
+        assert m.meta["outputs"] == ["output0", "output1"] and m.meta["eval_layout"] == [0, None, 1]
+        for shape in ((1, 3, 64, 96), (3, 3, 96, 128)):  # two sizes (not divisible by the pooling bins x 32)
+            im = torch.rand(*shape)
+            ref, got = eval_outputs(pt, im), eval_outputs(m, im)
+            assert len(got) == len(ref) == 3 and got[1] == []  # (detections, raw maps left out, logits), as the .pt
+            assert got[-1].shape == ref[-1].shape == (shape[0], 4, *shape[2:])
+            assert (got[0] - ref[0]).abs().max() < 1e-3 and (got[-1] - ref[-1]).abs().max() < 1e-3

@@ -126,6 +126,22 @@ def test_val_prints_both_tables(trained, sem_data, tmp_path, log):
     assert "mAP50-95" in log.text and "IoU" in log.text and "background" in log.text
 
 
+def test_val_on_a_dynamic_onnx_export_prints_the_pt_figures(trained, sem_data, tmp_path):
+    """The exported file has no raw maps between boxes and logits: the backend must put the logits where the
+    task reads them (a bug once: val.py took the empty placeholder for the class logits)."""
+    import export
+    import val
+
+    w = tmp_path / "best.pt"
+    w.write_bytes((trained / "weights" / "best.pt").read_bytes())
+    export.run(weights=[str(w)], include=["onnx"], imgsz=[64], dynamic=True, device="cpu")
+    pt = val.run(weights=str(w), data=sem_data, imgsz=64, project=str(tmp_path), name="pt").figures
+    ox = val.run(weights=str(w.with_suffix(".onnx")), data=sem_data, imgsz=64, project=str(tmp_path),
+                 name="onnx").figures
+    for k in ("metrics/mAP_0.5", "metrics/mIoU", "metrics/pixel_acc"):
+        assert ox[k] == pytest.approx(pt[k], abs=1e-3), k
+
+
 def test_detect_writes_overlays_class_maps_and_a_video(trained, tmp_path, log):
     import detect
 

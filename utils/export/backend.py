@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from utils.checkpoint import CheckpointError, load_model
+from utils.checkpoint import CheckpointError, checkpoint_kind, load_model
 from utils.export import metadata
 from utils.log import LOGGER
 
@@ -56,6 +56,31 @@ def load_backend(weights: str | Path | list | tuple, device: str | torch.device 
     if task and got != task:
         raise BackendError(f"{path} is a {got} model; this script runs {task} models")
     return model
+
+
+def weights_kind(weights: str | Path) -> str | None:
+    """The task of a local weights file of any format ('detect', 'semantic', ...), read without building a runtime;
+    None when it cannot be read here (a name still to download, a broken file): the loaders then say what is wrong."""
+    path = Path(str(weights))
+    kind = backend_kind(path)
+    if kind == "pytorch":
+        return checkpoint_kind(path)
+    try:
+        if kind == "onnx":
+            import onnx
+
+            props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+            return metadata.from_props(props)["task"] if "task" in props else None
+        if kind == "torchscript":
+            extra = {metadata.TS_EXTRA: ""}
+            torch.jit.load(str(path), _extra_files=extra, map_location="cpu")
+            return metadata.from_json(extra[metadata.TS_EXTRA])["task"] if extra[metadata.TS_EXTRA] else None
+        side = (sorted(path.glob("*.xml"))[0] if path.is_dir() else path).with_suffix(".yaml")
+        import yaml
+
+        return metadata.normalize(yaml.safe_load(side.read_text()))["task"]
+    except Exception:  # unreadable here for any reason: the loader that runs next reports it properly
+        return None
 
 
 def load_exported(path: str | Path, device: str | torch.device = "cpu") -> ExportedModel:
@@ -138,10 +163,12 @@ class ExportedModel(nn.Module):
             LOGGER.warning(f"WARNING ⚠️ --visualize needs the .pt weights; {self.file.name} has no feature maps to show")
             self._warned_visualize = True
         ys = self.outputs(im)
-        tail = int(self.meta.get("eval_tail", 0))
-        if self.meta.get("tensor_output") and len(ys) == 1 and not tail:
+        layout = self.meta.get("eval_layout")
+        if layout is None:  # an upstream file, or one of ours from before eval_layout: the left-out maps come last
+            layout = [*range(len(ys)), *[None] * int(self.meta.get("eval_tail", 0))]
+        if self.meta.get("tensor_output") and layout == [0] and len(ys) == 1:
             return ys[0]
-        return (*ys, *([] for _ in range(tail)))  # empty lists stand in for the raw maps an export leaves out
+        return tuple(ys[i] if i is not None else [] for i in layout)  # [] stands in for maps an export leaves out
 
     def __deepcopy__(self, memo: dict) -> ExportedModel:
         """A copy that shares the runtime session (sessions cannot be copied); a TorchScript module is copied."""

@@ -94,7 +94,7 @@ def export_model(model: torch.nn.Module, file: str | Path, include=("torchscript
     im = im.half() if half else im
     desc = describe_outputs(model, im)
     meta = metadata.build_metadata(model, names or dict(getattr(model, "names", {}) or {}), new, batch_size,
-                                   dynamic, half, desc["outputs"], desc["eval_tail"], desc["tensor_output"])
+                                   dynamic, half, desc["outputs"], desc["eval_layout"], desc["tensor_output"])
     meta["output_shapes"] = desc["output_shapes"]
     shapes = ", ".join(str(tuple(s)) for s in desc["output_shapes"])
     LOGGER.info(f"\n{colorstr('PyTorch:')} starting from {file} with input {tuple(im.shape)}, output shape {shapes}"

@@ -30,14 +30,15 @@ def model_task(model: torch.nn.Module) -> str:
 
 
 def build_metadata(model: torch.nn.Module, names: dict[int, str], imgsz: list[int], batch: int, dynamic: bool,
-                   half: bool, outputs: list[str], eval_tail: int, tensor_output: bool) -> dict[str, Any]:
+                   half: bool, outputs: list[str], eval_layout: list[int | None],
+                   tensor_output: bool) -> dict[str, Any]:
     """The metadata dict for one export of `model` at input (batch, 3, *imgsz)."""
     strides = [float(s) for s in torch.as_tensor(getattr(model, "stride", [32.0])).flatten().tolist()]
     task = model_task(model)
     meta = {"format": FORMAT, "version": VERSION, "task": task, "stride": int(max(strides)), "strides": strides,
             "names": {int(k): str(v) for k, v in names.items()}, "imgsz": [int(x) for x in imgsz],
             "batch": int(batch), "shape": [int(batch), 3, *map(int, imgsz)], "dynamic": bool(dynamic),
-            "half": bool(half), "outputs": list(outputs), "eval_tail": int(eval_tail),
+            "half": bool(half), "outputs": list(outputs), "eval_layout": list(eval_layout),
             "tensor_output": bool(tensor_output), "date": datetime.now().isoformat(timespec="seconds")}
     head = model.model[-1] if hasattr(model, "model") and len(getattr(model, "model", [])) else None
     if getattr(head, "nm", None):
@@ -65,7 +66,8 @@ def normalize(meta: dict[str, Any]) -> dict[str, Any]:
     meta.setdefault("batch", shape[0])
     meta.setdefault("dynamic", False)
     meta.setdefault("task", "detect")
-    meta.setdefault("eval_tail", 1 if meta["task"] in ("detect", "segment") else 0)
+    if "eval_layout" not in meta:  # files without it (upstream's): the raw maps an export leaves out come last
+        meta.setdefault("eval_tail", 1 if meta["task"] in ("detect", "segment") else 0)
     meta.setdefault("tensor_output", meta["task"] == "classify")
     meta.setdefault("half", False)
     return meta

@@ -36,8 +36,9 @@ def prepare_model(model: nn.Module, device: torch.device, half: bool = False, dy
 def describe_outputs(model: nn.Module, im: torch.Tensor) -> dict:
     """Output names and shapes of the export form, and how its eval form differs (run on the example input).
 
-    eval_tail counts the trailing eval outputs an export leaves out (e.g. detection's raw per-level maps);
-    tensor_output says the model returns a bare tensor (classification logits) rather than a tuple.
+    eval_layout maps each eval output to the export output it matches (by shape, in order), or None for one the
+    export leaves out (detection's raw per-level maps, wherever they sit in the tuple); tensor_output says the
+    model returns a bare tensor (classification logits) rather than a tuple.
     """
     with torch.no_grad():
         set_export(model, False)
@@ -49,9 +50,23 @@ def describe_outputs(model: nn.Module, im: torch.Tensor) -> dict:
     if not all(isinstance(t, torch.Tensor) for t in outs):
         raise ValueError(f"{type(model).__name__}: its export-mode forward must return tensors, got "
                          f"{[type(t).__name__ for t in outs]}")
-    n_full = len(full) if isinstance(full, (list, tuple)) else 1
     return {"outputs": [f"output{i}" for i in range(len(outs))], "output_shapes": [list(t.shape) for t in outs],
-            "eval_tail": max(n_full - len(outs), 0), "tensor_output": isinstance(out, torch.Tensor)}
+            "eval_layout": eval_layout(full, outs), "tensor_output": isinstance(out, torch.Tensor)}
+
+
+def eval_layout(full, outs: list[torch.Tensor]) -> list[int | None]:
+    """For each eval output, the index of the export output of the same shape (taken in order), else None."""
+    layout, j = [], 0
+    for y in (full if isinstance(full, (list, tuple)) else [full]):
+        if isinstance(y, torch.Tensor) and j < len(outs) and y.shape == outs[j].shape:
+            layout.append(j)
+            j += 1
+        else:
+            layout.append(None)
+    if j != len(outs):
+        raise ValueError(f"export outputs {[tuple(t.shape) for t in outs]} do not appear, in order, among the "
+                         f"eval outputs")
+    return layout
 
 
 def dynamic_axes(output_shapes: list[list[int]]) -> dict[str, dict[int, str]]:

@@ -94,11 +94,11 @@ class SemanticTask(DetectionTask):
     def split_eval_output(self, out: Any):
         """Eval output (detections, raw maps, logits) -> ((detections, logits), (raw maps, logits, no aux)).
 
-        An exported model gives (detections, logits) and test-time augmentation (detections, None, logits): no raw
-        maps, so no validation loss.
+        An exported model gives (detections, [], logits) and test-time augmentation (detections, None, logits): no
+        raw maps, so no validation loss.
         """
         det, seg = out[0], out[-1]
-        raw = out[1] if len(out) == 3 else None
+        raw = out[1] if len(out) == 3 and out[1] else None
         return (det, seg), ((raw, seg, []) if raw is not None else None)
 
     def postprocess(self, preds: Any, batch: dict | None = None, **kw: Any) -> list[SemanticPrediction]:
