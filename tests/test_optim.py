@@ -35,6 +35,28 @@ def test_groups_membership_order_and_decay():
     assert isinstance(opt, torch.optim.SGD) and g0["foreach"]  # CPU params: foreach, not fused
 
 
+def test_lr_mult_gives_a_prefix_its_own_three_groups_through_warmup_and_schedule():
+    """The semantic head trains at seg_lr_mult x the LR: its biases, weights and norm weights form groups 3-5."""
+    net = _Net()
+    opt = smart_optimizer(net, "SGD", lr=0.01, momentum=0.937, decay=5e-4, lr_mult={"head.": 10.0, "nothing.": 3.0})
+    ids = [{id(p) for p in g["params"]} for g in opt.param_groups]
+    assert ids == [{id(net.bn.bias), id(net.ln.bias)}, {id(net.conv.weight)}, {id(net.bn.weight), id(net.ln.weight)},
+                   {id(net.head.bias)}, {id(net.head.weight)}, set()]  # no norm layer in the head; "nothing." adds none
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.01] * 3 + [0.1] * 3)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.0, 5e-4, 0.0, 0.0, 5e-4, 0.0]
+    lf = lr_lambda(0.01, 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda=lf)
+    warmup(opt, 0, 300, 0, lf, HYP)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.1, 0, 0, 1.0, 0, 0])  # bias groups start high
+    warmup(opt, 300, 300, 0, lf, HYP)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.01] * 3 + [0.1] * 3)
+    for _ in range(5):
+        sched.step()
+    assert opt.param_groups[4]["lr"] == pytest.approx(10 * opt.param_groups[1]["lr"]) == pytest.approx(0.1 * lf(5))
+    plain = smart_optimizer(_Net(), "SGD", lr=0.01, lr_mult={"head.": 1.0})  # x1: upstream's three groups
+    assert len(plain.param_groups) == 3
+
+
 @pytest.mark.parametrize("name,cls", [("Adam", torch.optim.Adam), ("AdamW", torch.optim.AdamW),
                                       ("RMSProp", torch.optim.RMSprop)])
 def test_other_optimizers(name, cls):

@@ -44,13 +44,16 @@ def _fast_kwargs(opt_cls: type, params: list[torch.Tensor], fast: bool = True) -
 
 
 def smart_optimizer(model: nn.Module, name: str = "SGD", lr: float = 0.001, momentum: float = 0.9,
-                    decay: float = 1e-5, fast: bool = True) -> torch.optim.Optimizer:
+                    decay: float = 1e-5, fast: bool = True,
+                    lr_mult: dict[str, float] | None = None) -> torch.optim.Optimizer:
     """Optimizer with group 0 = biases (no decay), group 1 = weights (decay), group 2 = norm weights (no decay).
 
     fast: fused kernels on CUDA (foreach elsewhere); False gives the plain per-parameter loop.
+    lr_mult: {parameter-name prefix: LR multiplier}; the matching parameters get three groups of their own (same
+    order) after the first three, with lr x multiplier, kept through warmup and the schedule.
     """
-    g_bias, g_weight, g_norm = param_groups(model)
-    all_params = g_bias + g_weight + g_norm
+    parts = _split_by_prefix(model, lr_mult or {})
+    all_params = [p for _, groups in parts for g in groups for p in g]
     key = name.lower()
     if key == "sgd":
         cls, kw = torch.optim.SGD, {"lr": lr, "momentum": momentum, "nesterov": True}
@@ -64,9 +67,17 @@ def smart_optimizer(model: nn.Module, name: str = "SGD", lr: float = 0.001, mome
         raise NotImplementedError(f"optimizer '{name}' is not supported: use SGD, Adam, AdamW or RMSProp")
     kw.update(_fast_kwargs(cls, all_params, fast))
     # Upstream's order: biases first, then decayed weights, then norm weights (results.csv x/lr0..2 follow it).
-    optimizer = cls(g_bias, **kw)
-    optimizer.add_param_group({"params": g_weight, "weight_decay": decay})
-    optimizer.add_param_group({"params": g_norm, "weight_decay": 0.0})
+    optimizer = None
+    for mult, (g_bias, g_weight, g_norm) in parts:
+        groups = [{"params": g_bias, "bias_group": True}, {"params": g_weight, "weight_decay": decay},
+                  {"params": g_norm, "weight_decay": 0.0}]
+        for g in groups:
+            g.update(lr=lr * mult, lr_mult=mult)
+            if optimizer is None:
+                optimizer = cls(g.pop("params"), **kw)
+                optimizer.param_groups[0].update(g)
+            else:
+                optimizer.add_param_group(g)
     if key == "sgd" and momentum > 0:
         # PyTorch's fused SGD creates its momentum buffers with empty_like on the first step and fills them only if
         # the step runs; when GradScaler skips that step (an fp16 overflow, usual while the scale calibrates) the
@@ -74,9 +85,25 @@ def smart_optimizer(model: nn.Module, name: str = "SGD", lr: float = 0.001, mome
         # (buffer = gradient) on the fused, foreach and plain paths.
         for p in all_params:
             optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p)
+    g_bias, g_weight, g_norm = (sum((groups[i] for _, groups in parts), []) for i in range(3))
+    extra = "".join(f", x{m:g} lr for {sum(map(len, gs))} of them" for m, gs in parts[1:])
     LOGGER.info(f"{colorstr('optimizer:')} {cls.__name__}(lr={lr}) with parameter groups "
-                f"{len(g_norm)} weight(decay=0.0), {len(g_weight)} weight(decay={decay}), {len(g_bias)} bias")
+                f"{len(g_norm)} weight(decay=0.0), {len(g_weight)} weight(decay={decay}), {len(g_bias)} bias{extra}")
     return optimizer
+
+
+def _split_by_prefix(model: nn.Module, lr_mult: dict[str, float]) -> list[tuple[float, tuple[list, list, list]]]:
+    """[(1.0, groups of the other parameters), (mult, groups of those under each prefix)...], empty sets dropped."""
+    mults = {k: float(v) for k, v in lr_mult.items() if float(v) != 1.0}
+    if not mults:
+        return [(1.0, param_groups(model))]
+    owner = {id(p): next((k for k in mults if n.startswith(k)), None) for n, p in model.named_parameters()}
+    out = []
+    for k in (None, *mults):
+        groups = tuple([p for p in g if owner.get(id(p)) == k] for g in param_groups(model))
+        if k is None or any(groups):
+            out.append((mults.get(k, 1.0), groups))
+    return out
 
 
 def lr_lambda(lrf: float, epochs: int, cos: bool = False) -> Callable[[int], float]:
@@ -103,8 +130,8 @@ def warmup(optimizer: torch.optim.Optimizer, ni: int, nw: int, epoch: int, lf: C
     accumulate = max(1, int(np.interp(ni, xi, [1, nbs / batch_size]).round()))
     target = lf(epoch)
     for j, group in enumerate(optimizer.param_groups):
-        # The bias group starts high (warmup_bias_lr) and falls; the others rise from 0.
-        start = hyp["warmup_bias_lr"] if j == 0 else 0.0
+        # The bias groups start high (warmup_bias_lr, times their multiplier) and fall; the others rise from 0.
+        start = hyp["warmup_bias_lr"] * group.get("lr_mult", 1.0) if group.get("bias_group", j == 0) else 0.0
         initial = group.setdefault("initial_lr", group["lr"])  # normally set by the LambdaLR scheduler
         group["lr"] = float(np.interp(ni, xi, [start, initial * target]))
         if "momentum" in group:

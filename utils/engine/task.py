@@ -121,6 +121,10 @@ class Task:
         """Number of labelled objects in a batch (shown in the progress bar); known on the host, no sync."""
         return 0
 
+    def lr_mults(self, hyp: dict) -> dict[str, float]:
+        """{parameter-name prefix: LR multiplier} for parts of the model that train at their own rate (none here)."""
+        return {}
+
     # --- loss and predictions --------------------------------------------------------------------
     def criterion(self, model: nn.Module, hyp: dict) -> Any:
         """A callable (train_outputs, batch) -> (loss to backprop (1,), detached loss items (k,)).

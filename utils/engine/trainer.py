@@ -223,7 +223,8 @@ class Trainer:
     def _optimization(self, model: nn.Module, hyp: dict, ckpt: dict | None) -> None:
         """Optimizer, LR schedule, EMA and AMP scaler; a resumed run restores their states."""
         cfg = self.cfg
-        self.optimizer = smart_optimizer(model, cfg.optimizer, hyp["lr0"], hyp["momentum"], hyp["weight_decay"])
+        self.optimizer = smart_optimizer(model, cfg.optimizer, hyp["lr0"], hyp["momentum"], hyp["weight_decay"],
+                                         lr_mult=self.task.lr_mults(hyp))
         self.lf = lr_lambda(hyp["lrf"], cfg.epochs, cos=cfg.cos_lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lf)
         self.ema = ModelEMA(model) if self.main else None
@@ -330,7 +331,7 @@ class Trainer:
                     f"Starting training for {cfg.epochs} epochs...")
         for epoch in range(self.start_epoch, cfg.epochs):
             mloss = self._train_epoch(epoch)
-            lr = [g["lr"] for g in self.optimizer.param_groups]
+            lr = [g["lr"] for g in self.optimizer.param_groups[:3]]  # x/lr0..2; groups past them repeat with a mult
             self.scheduler.step()
             timed_out = cfg.max_train_seconds and time.time() - t_start > cfg.max_train_seconds
             if self.main:

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from utils.dist import world_size
 from utils.tasks.detect.loss import DetectionLoss
 
-SEG_DEFAULTS = {"seg": 1.0, "seg_aux": 0.4, "ohem_thresh": 0.0}  # used when a hyp file predates the semantic head
+# used when a hyp file predates the semantic head
+SEG_DEFAULTS = {"seg": 1.0, "seg_aux": 0.4, "ohem_thresh": 0.0, "seg_lr_mult": 1.0}
 
 
 def pixel_ce(logits: torch.Tensor, target: torch.Tensor, ignore_index: int, ohem_thresh: float = 0.0) -> torch.Tensor:

@@ -73,6 +73,12 @@ class SemanticTask(DetectionTask):
                               f"got {self.fitness_seg}")
         return super().scale_hyp(hyp, model, nc, imgsz)
 
+    def lr_mults(self, hyp: dict) -> dict[str, float]:
+        """The semantic head (parameters semantic.*) trains at seg_lr_mult x the LR (see hyp.cityscapes.yaml)."""
+        from utils.tasks.semantic.loss import SEG_DEFAULTS
+
+        return {"semantic.": float(hyp.get("seg_lr_mult", SEG_DEFAULTS["seg_lr_mult"]))}
+
     def dataset_options(self, opts: LoaderOptions) -> dict:
         from utils.tasks.semantic.dataset import SemanticDataset
 
