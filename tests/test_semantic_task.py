@@ -116,6 +116,10 @@ def test_one_epoch_joint_training_logs_both_heads(trained):
 
     ck = load_checkpoint(trained / "weights" / "best.pt")
     assert ck["task"] == "semantic" and ck["nc_seg"] == 5 and ck["seg_names"][4] == "star"
+    import yaml
+
+    hyp = yaml.safe_load((trained / "hyp.yaml").read_text())  # the default hyp file has no semantic keys
+    assert (hyp["seg"], hyp["seg_lr_mult"], hyp["fitness_seg"]) == (0.2, 10.0, 0.5)
 
 
 def test_val_prints_both_tables(trained, sem_data, tmp_path, log):

@@ -99,6 +99,10 @@ class Task:
         """A fresh model for `nc` classes from a model YAML (name, path or dict)."""
         raise NotImplementedError
 
+    def hyp_defaults(self) -> dict:
+        """Hyperparameters of this task's own, with the values used when a hyp file does not set them."""
+        return {}
+
     def scale_hyp(self, hyp: dict, model: nn.Module, nc: int, imgsz: int) -> dict:
         """Adapt loss gains to the model and data, as YOLOv5 does before training (returns a new dict)."""
         return dict(hyp)

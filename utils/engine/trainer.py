@@ -195,7 +195,8 @@ class Trainer:
         if hyp is None:
             cfg.hyp = hyp_path(cfg.hyp, self.data)
             hyp = yaml.safe_load(find_file(cfg.hyp).read_text())
-        hyp = {**hyp, "label_smoothing": cfg.label_smoothing}
+        # keys the task adds (the semantic gains) show in the log line and hyp.yaml even when the file lacks them
+        hyp = {**self.task.hyp_defaults(), **hyp, "label_smoothing": cfg.label_smoothing}
         self.hyp_raw = dict(hyp)  # as given, before train-time scaling: what resume starts from
         if self.main:
             LOGGER.info(colorstr("hyperparameters: ") + ", ".join(f"{k}={v}" for k, v in hyp.items()))

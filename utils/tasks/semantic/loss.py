@@ -17,7 +17,7 @@ from utils.dist import world_size
 from utils.tasks.detect.loss import DetectionLoss
 
 # used when a hyp file predates the semantic head
-SEG_DEFAULTS = {"seg": 1.0, "seg_aux": 0.4, "ohem_thresh": 0.0, "seg_lr_mult": 1.0}
+SEG_DEFAULTS = {"seg": 0.2, "seg_aux": 0.4, "ohem_thresh": 0.0, "seg_lr_mult": 10.0}  # hyp.shapes.yaml says why
 
 
 def pixel_ce(logits: torch.Tensor, target: torch.Tensor, ignore_index: int, ohem_thresh: float = 0.0) -> torch.Tensor:

@@ -73,6 +73,12 @@ class SemanticTask(DetectionTask):
                               f"got {self.fitness_seg}")
         return super().scale_hyp(hyp, model, nc, imgsz)
 
+    def hyp_defaults(self) -> dict:
+        """seg, seg_aux, ohem_thresh, seg_lr_mult and fitness_seg (hyp.shapes.yaml explains the values)."""
+        from utils.tasks.semantic.loss import SEG_DEFAULTS
+
+        return {**SEG_DEFAULTS, "fitness_seg": FITNESS_SEG}
+
     def lr_mults(self, hyp: dict) -> dict[str, float]:
         """The semantic head (parameters semantic.*) trains at seg_lr_mult x the LR (see hyp.cityscapes.yaml)."""
         from utils.tasks.semantic.loss import SEG_DEFAULTS
