@@ -55,6 +55,16 @@ def rss_now() -> int:
             return 0
 
 
+def memory_start(device: torch.device) -> int:
+    """Where a measurement starts: CUDA allocated bytes after clearing the cache and the peak, else the RSS."""
+    if device.type != "cuda":
+        return rss_now()
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    return torch.cuda.memory_allocated(device)
+
+
 def rss_peak() -> int:
     """Peak resident memory of this process so far, in bytes."""
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -141,13 +151,7 @@ def measure(recipe: str, cfg: str, nc: int, hw: tuple[int, int], bs: int, steps:
         imgs = imgs.contiguous(memory_format=torch.channels_last)
     targets = random_targets(bs, nc, 8, device)
     gc.collect()
-    if cuda:
-        torch.cuda.synchronize(device)
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-        start = torch.cuda.memory_allocated(device)
-    else:
-        start = rss_now()
+    start = memory_start(device)
     with quiet():
         model = build_model(cfg, nc=nc).to(device).train()
         optimizer = smart_optimizer(model, "SGD", 0.01, 0.937, 5e-4, fast=ours)

@@ -30,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.memory import rss_now, rss_peak  # noqa: E402
+from benchmarks.memory import memory_start, rss_peak  # noqa: E402
 from models.semantic import with_semantic_head  # noqa: E402
 from models.yolo import DetectionModel, build_model, load_yaml_cfg  # noqa: E402
 from utils.device import select_device  # noqa: E402
@@ -75,13 +75,7 @@ def memory(cfg: str, head: str, hw: tuple[int, int], device: torch.device, half:
     """Peak memory over building the inference model and two forwards at batch 1 (weights included)."""
     cuda = device.type == "cuda"
     x = torch.rand(1, 3, *hw).contiguous(memory_format=torch.channels_last)
-    if cuda:
-        torch.cuda.synchronize(device)
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-        start = torch.cuda.memory_allocated(device)
-    else:
-        start = rss_now()
+    start = memory_start(device)
     model = inference_model(cfg, head, device, half)
     x = x.to(device, torch.float16 if half else torch.float32)
     with torch.no_grad():

@@ -189,6 +189,16 @@ def test_segmentation_loss_parity_with_upstream_fixture():
     torch.testing.assert_close(items, d["loss_items"].reshape(4), rtol=1e-5, atol=0)
 
 
+def test_mask_gain_scales_only_the_mask_term():
+    """hyp `mask` (default 1.0, upstream's weighting) multiplies the mask term and nothing else."""
+    from utils.tasks.segment.loss import SegmentationLoss
+
+    d, head = _seg_case()
+    ref = SegmentationLoss(head, d["hyp"])(d["train_out"], d["targets"], d["masks"])[1]
+    got = SegmentationLoss(head, {**d["hyp"], "mask": 0.25})(d["train_out"], d["targets"], d["masks"])[1]
+    torch.testing.assert_close(got, ref * torch.tensor([1, 0.25, 1, 1]))
+
+
 def test_segmentation_loss_non_overlap_masks_and_resize_agree():
     from utils.tasks.segment.loss import SegmentationLoss, rank_in_image
 

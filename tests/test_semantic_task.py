@@ -130,6 +130,19 @@ def test_val_prints_both_tables(trained, sem_data, tmp_path, log):
     assert "mAP50-95" in log.text and "IoU" in log.text and "background" in log.text
 
 
+def test_val_and_detect_augment_on_a_joint_model(trained, sem_data, tmp_path):
+    """--augment (flips and scales) merges boxes and averages the class logits; no validation loss without raw maps."""
+    import detect
+    import val
+
+    w = str(trained / "weights" / "best.pt")
+    res = val.run(weights=w, data=sem_data, imgsz=64, augment=True, project=str(tmp_path), name="v")
+    assert 0 <= res.figures["metrics/mIoU"] <= 1 and 0 <= res.figures["metrics/mAP_0.5"] <= 1
+    src = sorted((Path(sem_data).parent / "semantic" / "images" / "val").glob("*.jpg"))[0]
+    detect.run(weights=w, source=str(src), imgsz=[64], augment=True, project=str(tmp_path), name="d")
+    assert (tmp_path / "d" / src.name).is_file() and (tmp_path / "d" / "maps" / f"{src.stem}.png").is_file()
+
+
 def test_val_on_a_dynamic_onnx_export_prints_the_pt_figures(trained, sem_data, tmp_path):
     """The exported file has no raw maps between boxes and logits: the backend must put the logits where the
     task reads them (a bug once: val.py took the empty placeholder for the class logits)."""

@@ -70,6 +70,6 @@ class SegmentationLoss(DetectionLoss):
         lbox = sum(t[0] for t in terms) * self.hyp["box"]
         lobj = sum(t[1] for t in terms) * self.hyp["obj"]
         lcls = sum(t[2] for t in terms) * self.hyp["cls"]
-        lseg = lseg * self.hyp["box"] / bs
+        lseg = lseg * self.hyp["box"] * self.hyp.get("mask", 1.0) / bs  # mask: 1.0 is upstream's weighting
         items = torch.stack((lbox, lseg, lobj, lcls)).float()
         return (items.sum() * bs * world_size()).reshape(1), items.detach()  # a global-batch sum, as detection
