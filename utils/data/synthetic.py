@@ -321,6 +321,9 @@ def write_samples(folder: str | Path, seed: int = 2024, size: tuple[int, int] = 
 
 
 if __name__ == "__main__":
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
     from utils.paths import DATASETS_DIR
 
     ap = argparse.ArgumentParser(description="Generate the synthetic shapes dataset")
