@@ -51,6 +51,7 @@ def test_lr_mult_gives_a_prefix_its_own_three_groups_through_warmup_and_schedule
     warmup(opt, 300, 300, 0, lf, HYP)
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.01] * 3 + [0.1] * 3)
     for _ in range(5):
+        opt.step()  # no gradients: nothing moves, but the scheduler sees the usual order
         sched.step()
     assert opt.param_groups[4]["lr"] == pytest.approx(10 * opt.param_groups[1]["lr"]) == pytest.approx(0.1 * lf(5))
     plain = smart_optimizer(_Net(), "SGD", lr=0.01, lr_mult={"head.": 1.0})  # x1: upstream's three groups

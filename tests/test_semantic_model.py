@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from models.common import Concat, Conv
 from models.heads import Detect
+from models.multitask import SemanticDetectionModel, descale_seg
 from models.registry import lookup
 from models.semantic import (
     SEMANTIC_HEADS,
@@ -28,9 +29,7 @@ from models.semantic import (
 )
 from models.yolo import (
     DetectionModel,
-    SemanticDetectionModel,
     build_model,
-    descale_seg,
     load_yaml_cfg,
     main,
     parse_model,

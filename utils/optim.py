@@ -95,15 +95,13 @@ def smart_optimizer(model: nn.Module, name: str = "SGD", lr: float = 0.001, mome
 def _split_by_prefix(model: nn.Module, lr_mult: dict[str, float]) -> list[tuple[float, tuple[list, list, list]]]:
     """[(1.0, groups of the other parameters), (mult, groups of those under each prefix)...], empty sets dropped."""
     mults = {k: float(v) for k, v in lr_mult.items() if float(v) != 1.0}
+    groups = param_groups(model)
     if not mults:
-        return [(1.0, param_groups(model))]
+        return [(1.0, groups)]
     owner = {id(p): next((k for k in mults if n.startswith(k)), None) for n, p in model.named_parameters()}
-    out = []
-    for k in (None, *mults):
-        groups = tuple([p for p in g if owner.get(id(p)) == k] for g in param_groups(model))
-        if k is None or any(groups):
-            out.append((mults.get(k, 1.0), groups))
-    return out
+    parts = [(mults.get(k, 1.0), tuple([p for p in g if owner.get(id(p)) == k] for g in groups))
+             for k in (None, *mults)]
+    return [parts[0], *(part for part in parts[1:] if any(part[1]))]
 
 
 def lr_lambda(lrf: float, epochs: int, cos: bool = False) -> Callable[[int], float]:
