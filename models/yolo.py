@@ -265,15 +265,17 @@ class BaseModel(nn.Module):
         if last:
             LOGGER.info(f"{sum(dt):10.2f} {'-':>10s} {'-':>10s}  Total")
 
-    def fuse(self) -> BaseModel:
-        """Fold every Conv's BatchNorm into its convolution (inference only)."""
-        LOGGER.info("Fusing layers... ")
+    def fuse(self, verbose: bool = True) -> BaseModel:
+        """Fold every Conv's BatchNorm into its convolution (inference only); verbose logs it and the summary."""
+        if verbose:
+            LOGGER.info("Fusing layers... ")
         for m in self.modules():
             if isinstance(m, Conv) and hasattr(m, "bn"):
                 m.conv = fuse_conv_and_bn(m.conv, m.bn)
                 delattr(m, "bn")
                 m.forward = m.forward_fuse
-        self.info()
+        if verbose:
+            self.info()
         return self
 
     def info(self, verbose: bool = False, imgsz: int = 640) -> str:

@@ -18,6 +18,9 @@ DATASETS = SHARED / "datasets"
 
 # A developer's own W&B login must not send every test training online; tests of the W&B logger set their own mode.
 os.environ["WANDB_MODE"] = "disabled"
+# Trainings in tests run one fixed CPU recipe (the measured choice would differ between machines and test sizes, and
+# single-process vs torchrun comparisons need the same arithmetic); tests of the measured choice unset it.
+os.environ["MTYOLO_CPU_RECIPE"] = "channels_last-fp32"
 
 
 def need(path: Path) -> Path:

@@ -13,6 +13,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from utils.device import time_sync
+from utils.engine.recipe import float_outputs
 from utils.engine.task import Metric, Task
 from utils.log import LOGGER
 
@@ -55,10 +56,12 @@ class Evaluator:
 
     def __init__(self, task: Task, dataloader: Any, names: dict[int, str], save_dir: Path = Path("."),
                  plots: bool = False, verbose: bool = False, half: bool = False, augment: bool = False,
-                 post_kw: dict | None = None, metric_kw: dict | None = None, training: bool = False):
+                 post_kw: dict | None = None, metric_kw: dict | None = None, training: bool = False,
+                 cpu_amp_dtype: torch.dtype | None = None):
         self.task, self.dataloader, self.names = task, dataloader, names
         self.save_dir, self.plots, self.verbose = Path(save_dir), plots, verbose
         self.half, self.augment, self.training = half, augment, training
+        self.cpu_amp_dtype = cpu_amp_dtype  # the training recipe's autocast on CPU (as half on GPU), None = fp32
         self.post_kw, self.metric_kw = post_kw or {}, metric_kw or {}
 
     @torch.inference_mode()
@@ -68,9 +71,15 @@ class Evaluator:
         half = self.half and device.type == "cuda"
         caller, was_training = model, model.training
         model.eval()
+        if self.training and hasattr(model, "fuse"):
+            # Validation during training runs a copy with BatchNorm folded into the convolutions, as the final
+            # validation of best.pt does: the same figures up to float rounding, and one pass less per layer.
+            # A copy, because the caller's model (the EMA) keeps training; halving it in place and back would also
+            # round its weights to fp16 every epoch.
+            model = copy.deepcopy(model).fuse(verbose=False)
         if half:
-            # a half copy: halving in place and back would round the caller's weights (an EMA) to fp16 every epoch
-            model = copy.deepcopy(model).half()
+            model = (model if model is not caller else copy.deepcopy(model)).half()
+        amp = self.cpu_amp_dtype if device.type == "cpu" else None
         metric = self.task.new_metric(self.names, self.save_dir, plots=self.plots, training=self.training,
                                       **self.metric_kw)
         loss_sum, seen, shape = None, 0, None
@@ -81,7 +90,9 @@ class Evaluator:
             t0 = time_sync(device)
             batch = self.task.preprocess(raw, device, half=half)
             t1 = time_sync(device)
-            out = forward_batch(model, batch["img"], self.augment)
+            with torch.autocast("cpu", dtype=amp, enabled=amp is not None):
+                out = forward_batch(model, batch["img"], self.augment)
+            out = float_outputs(out)
             t2 = time_sync(device)
             preds, train_out = self.task.split_eval_output(out)
             if criterion is not None and train_out is not None:

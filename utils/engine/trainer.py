@@ -36,6 +36,8 @@ from utils.downloads import attempt_download
 from utils.ema import ModelEMA
 from utils.engine.config import TrainConfig
 from utils.engine.evaluator import TQDM_BAR, Evaluator
+from utils.engine.phases import PhaseClock, format_epoch
+from utils.engine.recipe import Recipe, choose_recipe, float_outputs, recipe_by_name
 from utils.engine.results import ResultsLog
 from utils.engine.resume import find_resume_checkpoint
 from utils.engine.task import Task, TrainContext
@@ -100,8 +102,9 @@ def check_img_size(imgsz: int, stride: int, floor: int = 0) -> int:
 class Trainer:
     """Trains one model for one task as `cfg` says; `fit()` returns the final figures."""
 
-    def __init__(self, cfg: TrainConfig, task: Task, hyp: dict | None = None):
+    def __init__(self, cfg: TrainConfig, task: Task, hyp: dict | None = None, sync_phases: bool = False):
         self.cfg, self.task, self.hyp_in = cfg.check(), task, hyp
+        self.sync_phases = sync_phases  # synchronise CUDA around each timed phase (benchmarks/epoch_profile.py)
         self.rank, self.world = dist.rank(), dist.world_size()
         self.main = dist.is_main()
         self.loggers = Loggers()  # none until setup starts rank 0's
@@ -112,6 +115,7 @@ class Trainer:
         ckpt = self._resume_checkpoint()
         cfg = self.cfg
         self.device = select_device(cfg.device, batch_size=cfg.batch_size)
+        self.clock = PhaseClock(self.device, sync=self.sync_phases)
         dist.init(self.device)
         self._run_folder()
         init_seeds(cfg.seed + 1 + max(self.rank, -1), deterministic=True)
@@ -128,6 +132,8 @@ class Trainer:
         model = self._build_model(ckpt, hyp)
         self._freeze(model)
         self._batching(model, hyp)
+        self.recipe = self._recipe(model)
+        model.to(memory_format=self.recipe.memory_format)  # before the EMA copies it: its foreach update wants alike
         self._optimization(model, hyp, ckpt)  # restores optimizer, EMA and RNG state when resuming
         opts = dataclasses.replace(LoaderOptions.from_config(cfg, self.data), imgsz=self.imgsz)  # rounded size
         self.train_loader, self.dataset = self.task.build_dataloader(
@@ -147,11 +153,9 @@ class Trainer:
         self.hyp = self.task.scale_hyp(hyp, model, self.nc, self.imgsz)
         model.hyp, model.nc, model.names = self.hyp, self.nc, self.names
         self.criterion = self.task.criterion(model, self.hyp)
-        # NHWC convolutions are faster on GPUs (with AMP) and with oneDNN on CPUs (measured 1.1-1.5x here)
-        model.to(memory_format=torch.channels_last)
         self.train_model = self._wrap(model)
         self.evaluator = Evaluator(self.task, self.val_loader, self.names, self.save_dir, plots=False,
-                                   training=True, half=self.amp_dtype is not None,
+                                   training=True, half=self.amp_dtype is not None, cpu_amp_dtype=self.amp_dtype,
                                    post_kw=self.task.val_post_kw(self.data, training=True),
                                    metric_kw={"single_cls": cfg.single_cls}) if self.main else None
         cols = [f"train/{n}" for n in self.task.loss_names] + list(self.task.metric_names) + \
@@ -229,11 +233,18 @@ class Trainer:
         self.lf = lr_lambda(hyp["lrf"], cfg.epochs, cos=cfg.cos_lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lf)
         self.ema = ModelEMA(model) if self.main else None
-        self.amp_dtype = autocast_dtype(self.device)
+        self.amp_dtype = self.recipe.amp_dtype
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.start_epoch, self.best_fitness = 0, 0.0
         if ckpt is not None and cfg.resume:
             self._restore(ckpt)
+
+    def _recipe(self, model: nn.Module) -> Recipe:
+        """Layout and autocast dtype of the steps: fixed on GPUs, measured on CPUs by rank 0 and shared."""
+        name = None
+        if self.main:
+            name = choose_recipe(model, self.imgsz, self.batch, self.device, autocast_dtype(self.device)).name
+        return recipe_by_name(dist.broadcast_object(name))
 
     def _build_model(self, ckpt: dict | None, hyp: dict) -> nn.Module:
         cfg = self.cfg
@@ -331,6 +342,7 @@ class Trainer:
                     f"dataloader workers\nLogging results to {colorstr('bold', str(self.save_dir))}\n"
                     f"Starting training for {cfg.epochs} epochs...")
         for epoch in range(self.start_epoch, cfg.epochs):
+            self.clock.start_epoch()
             mloss = self._train_epoch(epoch)
             lr = [g["lr"] for g in self.optimizer.param_groups[:3]]  # x/lr0..2; groups past them repeat with a mult
             self.scheduler.step()
@@ -338,6 +350,7 @@ class Trainer:
             if self.main:
                 final = epoch + 1 == cfg.epochs or stopper.possible_stop or bool(timed_out)
                 stop = self._end_epoch(epoch, mloss, lr, stopper, final)
+            self.clock.end_epoch()
             if timed_out:
                 LOGGER.info(f"Stopping after epoch {epoch}: --max-train-seconds {cfg.max_train_seconds} reached")
                 stop = True
@@ -362,10 +375,12 @@ class Trainer:
                     ("Epoch", "GPU_mem", *self.task.loss_names, "Instances", "Size"))
         pbar = tqdm(self.train_loader, bar_format=TQDM_BAR, disable=not self.main)
         self.optimizer.zero_grad(set_to_none=True)
-        t_log = 0.0
+        t_log, clock = 0.0, self.clock
+        t_data = clock.now()
         for i, raw in enumerate(pbar):
             ni = i + self.nb * epoch
             batch = self.task.preprocess(raw, dev)
+            clock.add("data", clock.now() - t_data)  # waiting for the loader, and the batch's trip to the device
             loss, items = self._step(batch, ni, epoch)
             # Device-side bookkeeping only: reading these values every batch would stall the GPU.
             mloss.mul_(i / (i + 1)).add_(items.detach().float() / (i + 1))
@@ -383,7 +398,9 @@ class Trainer:
                         f"{epoch}/{cfg.epochs - 1}", mem, *mloss.tolist(), self.task.instances(batch),
                         batch["img"].shape[-1]))
             if self.main and not cfg.noplots and ni < 3:
-                self.task.plot_train_batch(batch, self.save_dir / f"train_batch{ni}.jpg", names=self.names)
+                with clock("plots"):
+                    self.task.plot_train_batch(batch, self.save_dir / f"train_batch{ni}.jpg", names=self.names)
+            t_data = clock.now()
         return mloss
 
     def _step(self, batch: dict, ni: int, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -393,25 +410,29 @@ class Trainer:
             self.accumulate = warmup(self.optimizer, ni, self.nw, epoch, self.lf, self.hyp, self.nbs, cfg.batch_size)
         if cfg.multi_scale:
             batch["img"] = self._random_resize(batch["img"])
-        batch["img"] = batch["img"].contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+        batch["img"] = batch["img"].contiguous(memory_format=self.recipe.memory_format)
+        clock = self.clock
+        with clock("forward"), self.recipe.autocast(self.device.type):
             preds = self._forward(batch["img"])
-            loss, items = self.criterion(preds, batch)
+        with clock("loss"):
+            loss, items = self.criterion(float_outputs(preds), batch)  # in fp32 whatever the forward ran in
         if cfg.quad:
             loss = loss * 4.0
         step_now = ni - self.last_opt_step >= self.accumulate
         # accumulation steps skip DDP's gradient all-reduce; the step that updates weights syncs
         sync_ctx = self.train_model.no_sync() if (self.world > 1 and not step_now) else contextlib.nullcontext()
-        with sync_ctx:
+        with sync_ctx, clock("backward"):
             self.scaler.scale(loss).backward()
         if step_now:
-            self.scaler.unscale_(self.optimizer)
-            clip_gradients(self.model, 10.0)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
+            with clock("optimizer"):
+                self.scaler.unscale_(self.optimizer)
+                clip_gradients(self.model, 10.0)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
             if self.ema is not None:
-                self.ema.update(self.model)
+                with clock("ema"):
+                    self.ema.update(self.model)
             self.last_opt_step = ni
         return loss, items
 
@@ -422,7 +443,7 @@ class Trainer:
         self.ema.update_attr(self.model, include=["yaml", "nc", "hyp", "names", "stride"])
         figures, vloss = {}, np.zeros(len(self.task.loss_names))
         if not cfg.noval or final:
-            with self.loggers.val_images(self.evaluator, epoch):  # --bbox-interval
+            with self.clock("validation"), self.loggers.val_images(self.evaluator, epoch):  # --bbox-interval
                 res = self.evaluator(self.ema.ema, self.criterion)
             figures, vloss = res.figures, res.losses if res.losses is not None else vloss
             self.ctx.maps = res.metric.maps
@@ -431,11 +452,13 @@ class Trainer:
         if fi >= self.best_fitness:
             self.best_fitness = fi
         self.final_figures = figures
-        row = self.results_log.append(epoch, [*mloss.tolist(), *[figures.get(n, 0.0) for n in self.task.metric_names],
-                                              *vloss.tolist(), *lr])
-        self.loggers.on_epoch_end(epoch, row)
+        with self.clock("logging"):
+            row = self.results_log.append(epoch, [*mloss.tolist(), *[figures.get(n, 0.0) for n in
+                                                                     self.task.metric_names], *vloss.tolist(), *lr])
+            self.loggers.on_epoch_end(epoch, row)
         if not cfg.nosave or final:
-            self._save(epoch, fi)
+            with self.clock("checkpoint"):
+                self._save(epoch, fi)
         return stop
 
     def _random_resize(self, img: torch.Tensor) -> torch.Tensor:
@@ -465,6 +488,8 @@ class Trainer:
         if not self.main:
             return {}
         LOGGER.info(f"\n{self.epochs_done} epochs completed in {self.train_hours:.3f} hours.")
+        if self.clock.epochs and (self.device.type == "cpu" or self.clock.sync):  # unsynchronised GPU phases mislead
+            LOGGER.info(f"Last epoch {format_epoch(self.clock.epochs[-1])}")
         for f in (self.last, self.best):
             if f.exists():
                 strip_optimizer(f)

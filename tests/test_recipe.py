@@ -1,0 +1,89 @@
+"""The CPU training recipe: candidates, the measured choice and its cache, the forced name, fp32 losses."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from models.yolo import build_model
+from utils.engine import recipe as rc
+from utils.log import quiet
+
+
+@pytest.fixture
+def tiny_model():
+    with quiet():
+        return build_model("yolov5n.yaml", nc=2)
+
+
+def test_names_round_trip():
+    for r in rc.cpu_candidates():
+        assert rc.recipe_by_name(r.name) == r
+    assert rc.FP32_CONTIGUOUS.name == "contiguous-fp32"
+    with pytest.raises(ValueError, match="MTYOLO_CPU_RECIPE"):
+        rc.recipe_by_name("fastest-please")
+
+
+def test_candidates_include_both_layouts_and_bf16_only_with_kernels(monkeypatch):
+    names = [r.name for r in rc.cpu_candidates()]
+    assert names[:2] == ["contiguous-fp32", "channels_last-fp32"]
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert [r.name for r in rc.cpu_candidates()] == ["contiguous-fp32", "channels_last-fp32"]
+
+
+def test_measured_choice_is_the_fastest_and_cached(tiny_model, monkeypatch, tmp_path, log):
+    monkeypatch.setenv(rc.CACHE_ENV, str(tmp_path))
+    monkeypatch.delenv(rc.RECIPE_ENV, raising=False)
+    cands = [rc.FP32_CONTIGUOUS, rc.Recipe(True, None)]
+    monkeypatch.setattr(rc, "cpu_candidates", lambda: cands)
+    fake = {cands[0]: 2.0, cands[1]: 1.0}
+    calls = []
+
+    def fake_time(model, imgsz, batch, candidates, rounds=2):
+        calls.append((imgsz, batch))
+        return {r: fake[r] for r in candidates}
+
+    monkeypatch.setattr(rc, "time_recipes", fake_time)
+    cpu = torch.device("cpu")
+    assert rc.choose_recipe(tiny_model, 64, 2, cpu) == cands[1]
+    assert "channels_last-fp32, the fastest of 2" in log.text and "2.00x contiguous-fp32" in log.text
+    entry = json.loads((tmp_path / "cpu_recipes.json").read_text())
+    assert list(entry.values())[0]["recipe"] == "channels_last-fp32"
+    fake[cands[0]] = 0.5  # the cache answers now: no second probe, even if the machine changed its mind
+    assert rc.choose_recipe(tiny_model, 64, 2, cpu) == cands[1]
+    assert len(calls) == 1 and "measured earlier" in log.text
+    assert rc.choose_recipe(tiny_model, 96, 2, cpu) == cands[0]  # another size is another key
+    assert len(calls) == 2
+
+
+def test_forced_recipe_and_gpu_recipe(tiny_model, monkeypatch):
+    monkeypatch.setenv(rc.RECIPE_ENV, "contiguous-bf16")
+    assert rc.choose_recipe(tiny_model, 64, 2, torch.device("cpu")) == rc.Recipe(False, torch.bfloat16)
+    assert rc.choose_recipe(tiny_model, 64, 2, torch.device("cuda"), torch.float16) == rc.Recipe(True, torch.float16)
+
+
+def test_time_recipes_times_every_candidate_on_copies(tiny_model):
+    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    times = rc.time_recipes(tiny_model, 64, 2, rc.cpu_candidates(), rounds=1)
+    assert set(times) == set(rc.cpu_candidates()) and all(0 < t < 60 for t in times.values())
+    after = tiny_model.state_dict()  # probing trains copies: the model's own BatchNorm statistics are untouched
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_float_outputs_casts_nested_reduced_precision():
+    out = (torch.ones(2, dtype=torch.bfloat16), [torch.ones(1, dtype=torch.float16), torch.ones(1, dtype=torch.long)])
+    f = rc.float_outputs(out)
+    assert f[0].dtype == torch.float32 and f[1][0].dtype == torch.float32 and f[1][1].dtype == torch.long
+    assert isinstance(f, tuple) and isinstance(f[1], list)
+
+
+def test_unwritable_cache_only_warns(tiny_model, monkeypatch, tmp_path, log):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv(rc.CACHE_ENV, str(blocker))  # a file where the folder should be
+    monkeypatch.delenv(rc.RECIPE_ENV, raising=False)
+    monkeypatch.setattr(rc, "time_recipes", lambda m, i, b, c, rounds=2: {r: 1.0 for r in c})
+    assert rc.choose_recipe(tiny_model, 64, 2, torch.device("cpu")) == rc.FP32_CONTIGUOUS
+    assert "could not cache" in log.text
