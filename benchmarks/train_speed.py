@@ -11,9 +11,10 @@ channels_last 3x3 convolution timed beside the training steps (bf16 or fp16
 when the steps run under AMP, fp32 with TF32 off otherwise), and the model's work is 3 x forward FLOPs (forward +
 backward) counted by torch.utils.flop_counter.
 
-"ours" is what the trainer does: AMP on CUDA (bf16 where the GPU has it natively, else fp16 with a GradScaler),
-channels_last (as the trainer, on every device), fused optimizer kernels on CUDA (foreach on CPU), foreach
-EMA, and torch.compile with `--compile`. `--baseline` adds, in the same run on the same data, the recipe without
+"ours" is what the trainer does: AMP on CUDA (bf16 where the GPU has it natively, else fp16 with a GradScaler) and
+channels_last; on a CPU the layout and autocast dtype the trainer measures for this machine, model, size and batch
+(utils/engine/recipe.py: the cached choice, or a probe of a few seconds; $MTYOLO_CPU_RECIPE forces one); fused
+optimizer kernels on CUDA (foreach on CPU), foreach EMA, and torch.compile with `--compile`. `--baseline` adds, in the same run on the same data, the recipe without
 those: fp32, contiguous tensors, the per-parameter optimizer loop (foreach=False), eager. On CUDA both report peak
 memory (torch.cuda.max_memory_allocated) of their training steps. Every model kind is timed with its task's own loss
 (memory.make_criterion: yolov5s-seg with box-shaped instance masks, -city models with a random class map).
@@ -37,6 +38,7 @@ from models.info import count_gflops  # noqa: E402
 from models.yolo import build_model  # noqa: E402
 from utils.data.dataset_config import check_dataset  # noqa: E402
 from utils.device import autocast_dtype, select_device, time_sync  # noqa: E402
+from utils.engine.recipe import choose_recipe, float_outputs  # noqa: E402
 from utils.ema import ModelEMA  # noqa: E402
 from utils.log import quiet  # noqa: E402
 from utils.optim import clip_gradients, smart_optimizer  # noqa: E402
@@ -140,8 +142,8 @@ def run_recipe(r: Recipe, cfg: str, nc: int, hyp: dict, loader, state: dict, dev
         t1 = time_sync(device)
         with torch.autocast(device.type, dtype=r.amp, enabled=r.amp is not None):
             preds = train_model(imgs)
-            t2 = time_sync(device)
-            loss, _ = criterion(preds, targets)
+        t2 = time_sync(device)
+        loss, _ = criterion(float_outputs(preds), targets)  # in fp32, as the trainer
         t3 = time_sync(device)
         scaler.scale(loss).backward()
         t4 = time_sync(device)
@@ -199,7 +201,10 @@ def main() -> None:
         gflops = count_gflops(build_model(opt.cfg, nc=data["nc"]), opt.img)  # forward, per image, 2 x MACs
     work = 3 * gflops * 1e9 * bs  # forward + backward (backward ~ 2 x forward)
     n = 8192 if cuda else 4096  # a GPU needs a larger matmul to reach its peak
-    recipes = [Recipe("ours", autocast_dtype(device), True, True, opt.compile)]
+    with quiet():  # the trainer's own choice: fixed on GPUs, measured on CPUs (cached per machine, model, size, batch)
+        chosen = choose_recipe(build_model(opt.cfg, nc=data["nc"]), opt.img, bs, device, autocast_dtype(device))
+    print(f"ours = the trainer's recipe for this machine: {chosen.name}")
+    recipes = [Recipe("ours", chosen.amp_dtype, chosen.channels_last, True, opt.compile)]
     if opt.baseline:
         recipes.append(Recipe("baseline", None, False, False, False))
     state: dict = {}
