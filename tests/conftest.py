@@ -21,6 +21,9 @@ os.environ["WANDB_MODE"] = "disabled"
 # Trainings in tests run one fixed CPU recipe (the measured choice would differ between machines and test sizes, and
 # single-process vs torchrun comparisons need the same arithmetic); tests of the measured choice unset it.
 os.environ["MTYOLO_CPU_RECIPE"] = "channels_last-fp32"
+# Likewise prediction stays on PyTorch (exporting every test's weights to each runtime would dominate the suite);
+# tests of the automatic runtime choice unset it.
+os.environ["MTYOLO_CPU_RUNTIME"] = "pytorch"
 
 
 def need(path: Path) -> Path:

@@ -22,7 +22,8 @@ from utils.downloads import attempt_download
 from utils.engine.task import Task, check_model_task
 from utils.engine.validate import tta_allowed
 from utils.errors import ConfigError
-from utils.export.backend import load_backend, predict_imgsz
+from utils.export.backend import backend_kind, load_backend, predict_imgsz
+from utils.export.fastest import fastest_cpu_model
 from utils.log import LOGGER, colorstr
 from utils.paths import increment_path
 
@@ -84,6 +85,9 @@ class Predictor:
         self.imgsz = [max(int(np.ceil(x / self.stride) * self.stride), self.stride) for x in sz]
         self.imgsz, self.auto = predict_imgsz(self.model, self.imgsz)  # a static export: its size, square padded
         self.augment = tta_allowed(task, opt.augment)
+        if self.device.type == "cpu" and backend_kind(weights) == "pytorch" and not (self.augment or opt.visualize):
+            # the same fp32 model through whichever installed runtime runs it fastest here (utils/export/fastest.py)
+            self.model = fastest_cpu_model(self.model, Path(attempt_download(weights)), self.imgsz)
         self.post_kw = task.predict_settings(opt)
 
     def dataset(self) -> tuple[Any, bool]:

@@ -15,7 +15,6 @@ import copy
 import hashlib
 import json
 import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any, Callable
 
 import torch
 
+from utils.device import cpu_name
 from utils.log import LOGGER
 
 RECIPE_ENV = "MTYOLO_CPU_RECIPE"
@@ -68,17 +68,6 @@ def recipe_by_name(name: str) -> Recipe:
     if name not in known:
         raise ValueError(f"{RECIPE_ENV}={name!r} is not a recipe; use auto or one of {', '.join(sorted(known))}")
     return known[name]
-
-
-def cpu_name() -> str:
-    """The CPU model as the OS names it (the cache key of measured recipes)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _leaves(out: Any) -> list[torch.Tensor]:
