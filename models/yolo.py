@@ -22,6 +22,7 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import yaml  # noqa: E402
 
+import models.blocks  # noqa: E402, F401  (registers the hub YAMLs' blocks: Ghost, transformer, CSP variants)
 import models.semantic  # noqa: E402, F401  (registers the semantic heads parse_model builds)
 from models.common import Conv, fuse_conv_and_bn  # noqa: E402
 from models.heads import Classify, Detect, Segment  # noqa: E402
@@ -126,6 +127,10 @@ def parse_model(d: dict, ch: list[int]) -> tuple[nn.Sequential, list[int]]:
             args, c2 = [ch[f]], ch[f]
         elif kind == "concat":
             c2 = sum(ch[x] for x in f)
+        elif kind == "contract":
+            c2 = ch[f] * args[0] ** 2
+        elif kind == "expand":
+            c2 = ch[f] // args[0] ** 2
         elif kind == "detect":
             args.append([ch[x] for x in f])
             if isinstance(args[1], int):  # number of anchors per level only: placeholder anchors
