@@ -96,8 +96,9 @@ def test_blocks_counts_derived_by_hand_and_upstream_names():
     c3tr = c3_outer + (32 * 32 + 32) + 5 * 32 * 32 + (3 * 32 * 32 + 3 * 32 + 32 * 32 + 32)
     assert [model[i].np for i in range(1, 6)] == [csp, c3x, c3spp, c3tr, _conv(64, 64, (1, 3)) + _conv(64, 64, (3, 1))]
     keys = model.state_dict().keys()
-    for k in ("1.cv2.weight", "1.bn.running_var", "4.m.tr.0.ma.in_proj_weight", "4.m.linear.bias", "4.m.tr.0.fc2.weight",
-              "7.conv.0.cv2.conv.weight", "7.shortcut.1.conv.weight", "8.conv.conv.weight", "3.m.cv2.bn.bias"):
+    for k in ("1.cv2.weight", "1.bn.running_var", "4.m.tr.0.ma.in_proj_weight", "4.m.linear.bias",
+              "4.m.tr.0.fc2.weight", "7.conv.0.cv2.conv.weight", "7.shortcut.1.conv.weight", "8.conv.conv.weight",
+              "3.m.cv2.bn.bias"):
         assert k in keys
     with torch.no_grad():
         y = model.eval()(torch.rand(1, 3, 64, 64))
