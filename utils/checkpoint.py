@@ -130,6 +130,15 @@ def first_weights(weights: str | Path | list | tuple) -> str:
     return str(weights[0] if isinstance(weights, (list, tuple)) else weights)
 
 
+def local_weights(weights: str | Path | list | tuple) -> str | list[str]:
+    """--weights as local paths (each fetched if it is a known name not yet here): one entry gives a path, several a
+    list (an ensemble)."""
+    from utils.downloads import attempt_download
+
+    paths = [str(attempt_download(w)) for w in (weights if isinstance(weights, (list, tuple)) else [weights])]
+    return paths[0] if len(paths) == 1 else paths
+
+
 def checkpoint_kind(weights: str | Path) -> str | None:
     """The kind of model a local weights file holds ('detect', 'semantic', ...); None when it is not a readable
     checkpoint here (a name still to download, an export): the scripts' loaders then say what is wrong."""
