@@ -243,9 +243,9 @@ def test_finetuning_from_a_reference_checkpoint_keeps_every_weight_that_fits(tmp
     assert (moved, total) == (314, 423)  # measured
 
 
-def _standin_modules(model: torch.nn.Module, monkeypatch) -> None:
-    """Re-class every models.* module of `model` as a stand-in whose pickled class path is upstream v5.0's
-    (models.common.Focus, models.yolo.Model, ...), and give Detect v5.0's anchor_grid buffer."""
+def _standin_modules(model: torch.nn.Module, monkeypatch, anchor_grid: bool) -> None:
+    """Re-class every models.* module of `model` as a stand-in whose pickled class path is upstream v5.0/v6.x's
+    (models.common.Focus, models.yolo.Model, ...); anchor_grid: give Detect v5.0's anchor_grid buffer."""
     import sys
     import types
 
@@ -261,7 +261,7 @@ def _standin_modules(model: torch.nn.Module, monkeypatch) -> None:
         if name not in made:
             made[name] = type(name, (torch.nn.Module,), {"__module__": where, "__qualname__": name})
             setattr(fakes[where], name, made[name])
-        if cls.__name__ == "Detect":
+        if cls.__name__ == "Detect" and anchor_grid:
             del m.anchor_grid  # ours is a list attribute, v5.0's a buffer
             m.register_buffer("anchor_grid", (m.anchors * m.stride.view(-1, 1, 1)).view(m.nl, 1, -1, 1, 1, 2))
         m.__class__ = made[name]
@@ -269,13 +269,14 @@ def _standin_modules(model: torch.nn.Module, monkeypatch) -> None:
         monkeypatch.setitem(sys.modules, k, v)
 
 
-@pytest.mark.parametrize("head", [None, "SegMaskLab"])
-def test_v50_style_checkpoint_loads_and_predicts_the_same(head, tmp_path, monkeypatch):
+@pytest.mark.parametrize("release,head", [("v5.0", None), ("v5.0", "SegMaskLab"), ("v6.x", None)])
+def test_older_checkpoints_load_and_predict_the_same(release, head, tmp_path, monkeypatch):
     """A pickle written with upstream v5.0's class paths (Focus, SPP, models.yolo.Model, Detect.anchor_grid; with a
-    SegMask head: Multi YOLO V5's layout, head at layer 24 before Detect) loads and gives the model's outputs."""
-    d = city_yaml(head or "SegMaskPSP")
+    SegMask head: Multi YOLO V5's layout, head at layer 24 before Detect), or v6.x's (models.yolo.Model, SPPF, no
+    anchor_grid buffer), loads and gives the model's outputs."""
+    d = city_yaml(head or "SegMaskPSP") if release == "v5.0" else load_yaml_cfg("yolov5n.yaml")
     d.update(width_multiple=0.125, nc=3)
-    if head is None:
+    if release == "v5.0" and head is None:
         del d["head"][-2], d["n_segcls"]
     with quiet():
         model = build_model(load_yaml_cfg(d)).eval().half().float()  # the weights as an fp16 checkpoint holds them
@@ -290,11 +291,15 @@ def test_v50_style_checkpoint_loads_and_predicts_the_same(head, tmp_path, monkey
     tree = type(model).__new__(type(model))
     tree.__dict__.update(model.__dict__)
     tree.yaml = d  # what v5.0 pickled: the YAML as read
-    _standin_modules(tree, monkeypatch)
+    _standin_modules(tree, monkeypatch, anchor_grid=release == "v5.0")
     f = tmp_path / "v50.pt"
     torch.save({"epoch": -1, "best_fitness": np.array([0.5]), "training_results": None, "model": tree.half(),
                 "optimizer": None, "wandb_id": None}, f)
     monkeypatch.undo()
+    from utils.upstream_pickle import pickle_globals
+
+    names = pickle_globals(f)
+    assert "models.yolo Model" in names and f"models.common {'Focus' if release == 'v5.0' else 'SPPF'}" in names
     kind = checkpoint_kind(f)
     assert kind == ("semantic" if head else "detect")
     ck = load_checkpoint(f)
