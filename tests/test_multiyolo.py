@@ -255,9 +255,8 @@ def _standin_modules(model: torch.nn.Module, monkeypatch, anchor_grid: bool) -> 
         cls = type(m)
         if not cls.__module__.startswith("models."):
             continue
-        where = "models.yolo" if cls.__name__ in ("DetectionModel", "Detect") or "SegMask" in cls.__name__ else (
-            "models.common")
-        name = {"DetectionModel": "Model"}.get(cls.__name__, cls.__name__)
+        name = "Model" if cls.__name__.endswith("DetectionModel") else cls.__name__
+        where = "models.yolo" if name in ("Model", "Detect") or name.startswith("SegMask") else "models.common"
         if name not in made:
             made[name] = type(name, (torch.nn.Module,), {"__module__": where, "__qualname__": name})
             setattr(fakes[where], name, made[name])
