@@ -222,15 +222,19 @@ class DWConvTranspose2d(nn.ConvTranspose2d):
         super().__init__(c1, c2, k, s, p1, p2, groups=math.gcd(c1, c2))
 
 
-@register
-class Contract(nn.Module):
-    """Space-to-depth by `gain`: (b, c, h, w) -> (b, c*gain^2, h/gain, w/gain)."""
-
-    yaml_kind = "contract"
+class _PixelRegroup(nn.Module):
+    """Moves gain x gain pixel blocks between space and channels (no parameters)."""
 
     def __init__(self, gain: int = 2):
         super().__init__()
         self.gain = gain
+
+
+@register
+class Contract(_PixelRegroup):
+    """Space-to-depth by `gain`: (b, c, h, w) -> (b, c*gain^2, h/gain, w/gain)."""
+
+    yaml_kind = "contract"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Fold gain x gain pixel blocks into channels."""
@@ -241,14 +245,10 @@ class Contract(nn.Module):
 
 
 @register
-class Expand(nn.Module):
+class Expand(_PixelRegroup):
     """Depth-to-space by `gain`: (b, c, h, w) -> (b, c/gain^2, h*gain, w*gain); the inverse of Contract."""
 
     yaml_kind = "expand"
-
-    def __init__(self, gain: int = 2):
-        super().__init__()
-        self.gain = gain
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Unfold channels into gain x gain pixel blocks."""
