@@ -61,12 +61,11 @@ def task_of_file(path: Path) -> str:
     kind, names = file_kind(path)
     if kind == "multiyolo":
         return "semantic"
-    if kind == "upstream":
-        for n in names:
-            module, _, cls = n.partition(" ")
-            if module == "models.yolo" and cls in _UPSTREAM_TASKS and cls != "Model":
+    if kind == "upstream":  # the most specific model class the pickle names (v5.0/v6.x's Model: detection)
+        for cls in ("SegmentationModel", "ClassificationModel"):
+            if f"models.yolo {cls}" in names:
                 return _UPSTREAM_TASKS[cls]
-        return "detect"  # v5.0's Model class was detection only
+        return "detect"
     return str(read_ours(path, mmap=True).get("task", "detect"))
 
 
