@@ -21,7 +21,8 @@ from models.common import Concat, Conv, autopad
 from models.registry import lookup, register
 from utils.errors import ModelConfigError
 
-SEMANTIC_HEADS = {"psp": "SemanticPSP", "bise": "SemanticBiSe"}  # short names a CLI flag may offer
+# short names a CLI flag may offer; lab and base are Multi YOLO V5's heads (models/multiyolo.py)
+SEMANTIC_HEADS = {"psp": "SemanticPSP", "bise": "SemanticBiSe", "lab": "SegMaskLab", "base": "SegMaskBase"}
 
 
 def _bin_matrix(n, k: int, like: torch.Tensor) -> torch.Tensor:
@@ -172,11 +173,12 @@ class SemanticHead(nn.Module):
     """Shared parts of the semantic heads: YAML kind, the final classifier and upsampling by 8 to the input size."""
 
     yaml_kind = "semantic"  # parse_model: args [nc_seg, c_, ...] -> (channels of the `from` layers, nc_seg, c_, ...)
+    n_inputs = 3  # levels read: strides 8, 16, 32
 
     def __init__(self, ch: list[int] | tuple[int, ...], nc: int):
         super().__init__()
-        if len(ch) != 3:
-            raise ModelConfigError(f"{type(self).__name__} reads 3 levels (strides 8, 16, 32), got {len(ch)}")
+        if len(ch) != self.n_inputs:
+            raise ModelConfigError(f"{type(self).__name__} reads {self.n_inputs} levels, got {len(ch)}")
         self.nc = nc
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -262,14 +264,25 @@ def _module(name) -> type | None:
 
 
 def with_semantic_head(d: dict, head: str = "psp", nc_seg: int | None = None, c_: int = 256) -> dict:
-    """A copy of a model dict whose `semantic:` section is the given head ('psp', 'bise' or a registered class
-    name) on the neck's Concat layers at strides 8/16/32; c_ is the hidden width before the width multiple."""
+    """A copy of a model dict whose `semantic:` section is the given head ('psp', 'bise', 'lab', 'base' or a
+    registered class name) on the neck's Concat layers at strides 8/16/32 (lab: the backbone's stride-8 layer and
+    the stride-16 Concat; base: the stride-8 Concat); c_ is the hidden width before the width multiple (base: 2 c_)."""
     name = SEMANTIC_HEADS.get(head, head)
     cls = _module(name)
     if cls is None or not issubclass(cls, SemanticHead):
         raise ModelConfigError(f"unknown semantic head {head!r} (choose from {', '.join(SEMANTIC_HEADS)})")
     d = {k: v for k, v in d.items()}
-    d["semantic"] = [[neck_concat_levels(d), 1, name, ["nc_seg", c_]]]
+    levels = neck_concat_levels(d)
+    if cls.n_inputs == 2:  # detail from the backbone layer that the stride-8 Concat joins, context at stride 16
+        rows = d["backbone"] + d["head"]
+        joined = [j for j in rows[levels[0]][0] if j != -1] if isinstance(rows[levels[0]][0], list) else []
+        if not joined:
+            raise ModelConfigError(f"{d.get('yaml_file', 'model yaml')}: {name} needs the stride-8 Concat's backbone "
+                                   f"input")
+        levels = [joined[0] % len(rows), levels[1]]
+    elif cls.n_inputs == 1:
+        levels, c_ = levels[:1], 2 * c_
+    d["semantic"] = [[levels, 1, name, ["nc_seg", c_]]]
     if nc_seg is not None:
         d["nc_seg"] = int(nc_seg)
     return d

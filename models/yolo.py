@@ -22,10 +22,12 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import yaml  # noqa: E402
 
+import models.blocks  # noqa: E402, F401  (registers the hub YAMLs' blocks: Ghost, transformer, CSP variants)
 import models.semantic  # noqa: E402, F401  (registers the semantic heads parse_model builds)
 from models.common import Conv, fuse_conv_and_bn  # noqa: E402
 from models.heads import Classify, Detect, Segment  # noqa: E402
 from models.info import model_info  # noqa: E402
+from models.multiyolo import from_multiyolo_yaml, is_multiyolo_yaml  # noqa: E402  (also registers its heads)
 from models.registry import lookup  # noqa: E402
 from utils.errors import ModelConfigError  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
@@ -126,6 +128,10 @@ def parse_model(d: dict, ch: list[int]) -> tuple[nn.Sequential, list[int]]:
             args, c2 = [ch[f]], ch[f]
         elif kind == "concat":
             c2 = sum(ch[x] for x in f)
+        elif kind == "contract":
+            c2 = ch[f] * args[0] ** 2
+        elif kind == "expand":
+            c2 = ch[f] // args[0] ** 2
         elif kind == "detect":
             args.append([ch[x] for x in f])
             if isinstance(args[1], int):  # number of anchors per level only: placeholder anchors
@@ -173,9 +179,11 @@ def _set_activation(module: nn.Module, act: nn.Module) -> None:
 
 
 def load_yaml_cfg(cfg: str | Path | dict) -> dict:
-    """Model dict from a dict (copied) or a YAML path/name (looked up under models/ when not found as given)."""
+    """Model dict from a dict (copied) or a YAML path/name (looked up under models/ when not found as given);
+    Multi YOLO V5's layout (SegMask head before Detect, n_segcls) is turned into ours."""
     if isinstance(cfg, dict):
-        return deepcopy(cfg)
+        d = deepcopy(cfg)
+        return from_multiyolo_yaml(d) if is_multiyolo_yaml(d) else d
     path = find_file(cfg, search=("models", "models/segment", "models/hub"))
     try:
         d = yaml.safe_load(path.read_text(encoding="utf-8", errors="ignore"))
@@ -186,7 +194,7 @@ def load_yaml_cfg(cfg: str | Path | dict) -> dict:
     for key in ("nc", "backbone", "head"):
         if key not in d:
             raise ModelConfigError(f"{path}: missing required key {key!r}")
-    return d
+    return from_multiyolo_yaml({**d, "yaml_file": path.name}) if is_multiyolo_yaml(d) else d
 
 
 def initialize_weights(model: nn.Module) -> None:

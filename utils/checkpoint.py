@@ -7,7 +7,8 @@ A checkpoint is a dict of tensors and plain Python only:
   best_fitness float | None, opt dict (paths as str), date str,
   optional train_state (RNG states as tensors, for --resume) and git dict;
   semantic models (detection + semantic segmentation) add nc_seg int and seg_names {int: str}.
-Upstream YOLOv5 v7.0 files (pickled modules) are converted to this layout on load, with no code from the file run.
+Upstream YOLOv5 v5.0-v7.0 and Multi YOLO V5 files (pickled modules) are converted to this layout on load, with no
+code from the file run (utils/checkpoint_readers.py decides a file's kind once and reads it).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import os
 import random
 import tempfile
 import warnings
-import zipfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,27 +24,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from utils.errors import UserError
-from utils.log import LOGGER, quiet
-from utils.upstream_pickle import (
-    UpstreamPickleError,
-    classify_yaml_from_stub,
-    load_upstream,
-    pickle_globals,
-    to_plain,
+from utils.checkpoint_readers import (  # noqa: F401  (FORMAT, VERSION, CheckpointError: part of this module's API)
+    FORMAT,
+    VERSION,
+    CheckpointError,
+    half_state_dict,
+    read_weights,
+    task_of_file,
 )
-
-FORMAT = "mt-yolov5"
-VERSION = 1
-
-
-class CheckpointError(UserError, ValueError):
-    """A weights file that is neither one of ours nor an upstream YOLOv5 checkpoint, or is inconsistent."""
-
-
-def half_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Detached CPU copy of a state dict with floating tensors in FP16 (what upstream's .half() checkpoints hold)."""
-    return {k: (v.detach().half() if v.is_floating_point() else v.detach()).cpu().clone() for k, v in sd.items()}
+from utils.log import LOGGER, quiet
+from utils.upstream_pickle import to_plain
 
 
 def task_of(model: torch.nn.Module) -> str:
@@ -130,74 +119,24 @@ def save_checkpoint(ckpt: dict, path: str | Path) -> Path:
     return path
 
 
-def _is_upstream(path: Path) -> bool:
-    try:
-        return any(g.startswith(("models.", "utils.")) for g in pickle_globals(path))
-    except (zipfile.BadZipFile, UpstreamPickleError, ValueError, OSError):
-        return False
-
-
-def _from_upstream(path: Path) -> dict[str, Any]:
-    try:
-        up = load_upstream(path)
-    except UpstreamPickleError as e:
-        raise CheckpointError(str(e)) from None
-    src = up["ema"] if up.get("ema") is not None else up["model"]
-    yaml = src["yaml"]
-    if yaml is None and src["task"] == "classify":
-        yaml = classify_yaml_from_stub(src["module"], src["nc"])
-    bf = up.get("best_fitness")
-    bf = bf[0] if isinstance(bf, (list, tuple)) and bf else bf
-    opt = up.get("opt") if isinstance(up.get("opt"), dict) else {}
-    if src.get("hyp") and "hyp" not in opt:
-        opt = {**opt, "hyp": src["hyp"]}
-    ck = {
-        "format": FORMAT, "version": VERSION, "task": src["task"], "model_yaml": yaml,
-        # state dicts map 1:1 (upstream --weights fine-tuning reads the raw 'model'); inference prefers 'ema'
-        "model": half_state_dict((up["model"] or src)["state_dict"]),
-        "names": src["names"], "stride": src["stride"],
-        "nc": src["nc"] if src["nc"] is not None else len(src["names"]),
-        "ema": half_state_dict(up["ema"]["state_dict"]) if up.get("ema") is not None else None,
-        "updates": up.get("updates"),
-        "optimizer": up.get("optimizer"),
-        "epoch": int(up["epoch"]) if up.get("epoch") is not None else -1,
-        "best_fitness": None if bf is None else float(bf),
-        "opt": opt, "date": str(up.get("date") or ""), "source": "upstream",
-    }
-    if isinstance(up.get("git"), dict):
-        ck["git"] = up["git"]
-    return ck
-
-
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load one of our checkpoints (weights_only) or convert an upstream YOLOv5 .pt; clear CheckpointError otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found")
-    if _is_upstream(path):
-        return _from_upstream(path)
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch.load on arbitrary bytes can fail in many ways (KeyError, EOFError, ...)
-        if zipfile.is_zipfile(path):
-            try:
-                return _from_upstream(path)
-            except CheckpointError:
-                pass
-        raise CheckpointError(f"{path}: not a YOLOv5 checkpoint ({str(e).splitlines()[0][:200]})") from None
-    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not an MT-YOLOv5 or upstream YOLOv5 checkpoint (no 'format': '{FORMAT}')")
-    if int(ck.get("version", 0)) > VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {ck['version']} is newer than supported ({VERSION})")
-    missing = [k for k in ("model_yaml", "model", "nc") if k not in ck]
-    if missing:
-        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
-    return ck
+    """Our checkpoint dict from one of ours, an upstream YOLOv5 v5.0-v7.0 or a Multi YOLO V5 .pt (nothing in the
+    file runs); CheckpointError for anything else."""
+    return read_weights(path)
 
 
 def first_weights(weights: str | Path | list | tuple) -> str:
     """The weights a script uses: --weights takes several (upstream's ensembles), we use the first."""
     return str(weights[0] if isinstance(weights, (list, tuple)) else weights)
+
+
+def local_weights(weights: str | Path | list | tuple) -> str | list[str]:
+    """--weights as local paths (each fetched if it is a known name not yet here): one entry gives a path, several a
+    list (an ensemble)."""
+    from utils.downloads import attempt_download
+
+    paths = [str(attempt_download(w)) for w in (weights if isinstance(weights, (list, tuple)) else [weights])]
+    return paths[0] if len(paths) == 1 else paths
 
 
 def checkpoint_kind(weights: str | Path) -> str | None:
@@ -207,7 +146,7 @@ def checkpoint_kind(weights: str | Path) -> str | None:
     if path.suffix != ".pt" or not path.is_file():
         return None
     try:
-        return str(load_checkpoint(path).get("task", "detect"))
+        return task_of_file(path)
     except (CheckpointError, OSError, RuntimeError):
         return None
 

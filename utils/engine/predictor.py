@@ -16,9 +16,8 @@ import cv2
 import numpy as np
 import torch
 
-from utils.checkpoint import first_weights
+from utils.checkpoint import first_weights, local_weights
 from utils.device import select_device, time_sync
-from utils.downloads import attempt_download
 from utils.engine.task import Task, check_model_task
 from utils.engine.validate import tta_allowed
 from utils.errors import ConfigError
@@ -74,7 +73,7 @@ class Predictor:
         self.opt, self.task = opt, task
         self.device = select_device(opt.device)
         weights = first_weights(opt.weights)
-        self.model = load_backend(attempt_download(weights), device=self.device, fuse=True)
+        self.model = load_backend(local_weights(opt.weights), device=self.device, fuse=True)
         check_model_task(self.model, task, weights)
         self.half = opt.half and self.device.type == "cuda"
         if self.half:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from utils.checkpoint import first_weights
+from utils.checkpoint import first_weights, local_weights
 from utils.data.loader import LoaderOptions
 from utils.device import select_device
-from utils.downloads import attempt_download
 from utils.engine.evaluator import EvalResult, Evaluator
 from utils.engine.task import Task, check_model_task
 from utils.errors import ConfigError
@@ -60,9 +59,7 @@ def validate(opt: argparse.Namespace, task: Task) -> EvalResult:
     check_val_options(opt)
     device = select_device(opt.device, batch_size=opt.batch_size)
     weights = first_weights(opt.weights)
-    if isinstance(opt.weights, (list, tuple)) and len(opt.weights) > 1:
-        LOGGER.warning("WARNING ⚠️ ensembles are not supported; validating the first of --weights")
-    model = load_backend(attempt_download(weights), device=device, fuse=True)
+    model = load_backend(local_weights(opt.weights), device=device, fuse=True)
     check_model_task(model, task, weights)
     data = task.check_data(opt.data)
     save_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok)

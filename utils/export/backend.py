@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.ensemble import Ensemble
 from utils.checkpoint import CheckpointError, checkpoint_kind, load_model
 from utils.export import metadata
 from utils.log import LOGGER
@@ -40,10 +41,11 @@ def backend_kind(path: str | Path) -> str:
 
 def load_backend(weights: str | Path | list | tuple, device: str | torch.device = "cpu", fuse: bool = True,
                  task: str | None = None) -> nn.Module:
-    """load_model for any supported format; `task` ('detect', 'segment', ...) rejects a model of another task."""
+    """load_model for any supported format; `task` ('detect', 'segment', ...) rejects a model of another task.
+    Several weights make an Ensemble of detection models (their boxes merged before one NMS, as upstream)."""
     if isinstance(weights, (list, tuple)):
         if len(weights) > 1:
-            LOGGER.warning(f"WARNING ⚠️ ensembles are not supported, using {weights[0]} only")
+            return load_ensemble(weights, device, fuse, task)
         weights = weights[0]
     path = Path(weights)
     kind = backend_kind(path)
@@ -56,6 +58,22 @@ def load_backend(weights: str | Path | list | tuple, device: str | torch.device 
     if task and got != task:
         raise BackendError(f"{path} is a {got} model; this script runs {task} models")
     return model
+
+
+def load_ensemble(weights: list | tuple, device: str | torch.device = "cpu", fuse: bool = True,
+                  task: str | None = None) -> Ensemble:
+    """An Ensemble of the detection models in `weights` (any supported format); one clear error for other kinds
+    or for members that disagree on the classes."""
+    models = [load_backend(w, device, fuse, task) for w in weights]
+    for w, m in zip(weights, models):
+        kind = metadata.model_task(m)
+        if kind != "detect":
+            raise BackendError(f"{w} is a {kind} model; ensembles (several --weights) combine detection models")
+        if m.nc != models[0].nc:
+            raise BackendError(f"{w} has {m.nc} classes, {weights[0]} {models[0].nc}: an ensemble needs models "
+                               f"of the same classes")
+    LOGGER.info(f"Ensemble created with {list(map(str, weights))}")
+    return Ensemble(models)
 
 
 def weights_kind(weights: str | Path) -> str | None:
