@@ -84,7 +84,9 @@ class Predictor:
         self.imgsz = [max(int(np.ceil(x / self.stride) * self.stride), self.stride) for x in sz]
         self.imgsz, self.auto = predict_imgsz(self.model, self.imgsz)  # a static export: its size, square padded
         self.augment = tta_allowed(task, opt.augment)
-        if self.device.type == "cpu" and backend_kind(weights) == "pytorch" and not (self.augment or opt.visualize):
+        several = isinstance(opt.weights, (list, tuple)) and len(opt.weights) > 1  # an ensemble stays in PyTorch
+        if self.device.type == "cpu" and backend_kind(weights) == "pytorch" and not (self.augment or opt.visualize
+                                                                                     or several):
             # the same fp32 model through whichever installed runtime runs it fastest here (utils/export/fastest.py)
             self.model = fastest_cpu_model(self.model, Path(attempt_download(weights)), self.imgsz)
         self.post_kw = task.predict_settings(opt)
