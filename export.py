@@ -41,11 +41,11 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(opt: argparse.Namespace) -> list[dict]:
     """Export every --weights file; returns one {format: path} dict per file."""
-    from utils.export import run_export
+    from utils.export.exporter import export_weights
 
     weights = opt.weights if isinstance(opt.weights, (list, tuple)) else [opt.weights]
     kw = {k: v for k, v in vars(opt).items() if k not in ("weights", "batch_size")}
-    return [run_export(weights=w, batch_size=opt.batch_size, **kw) for w in weights]
+    return [export_weights(weights=w, batch_size=opt.batch_size, **kw) for w in weights]
 
 
 def run(**kwargs) -> list[dict]:

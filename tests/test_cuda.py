@@ -28,7 +28,7 @@ MIB = 1 << 20
 
 
 def _model(cfg: str = "yolov5n.yaml", nc: int = 4, device: str = "cpu"):
-    from models.yolo import build_model
+    from models.build import build_model
     from utils.log import quiet
 
     with quiet():

@@ -50,7 +50,7 @@ def _rows(path: Path) -> list[dict]:
 
 # ---------------------------------------------------------------------------------------------- loss
 def test_loss_skips_the_head_an_image_is_not_labelled_for():
-    from models.yolo import build_model
+    from models.build import build_model
     from utils.log import quiet
     from utils.tasks.semantic.loss import SemanticDetectionLoss, pixel_ce
 
@@ -185,7 +185,7 @@ def test_detect_writes_overlays_class_maps_and_a_video(trained, tmp_path, log):
 
 def test_submit_needs_cityscapes_classes_and_detectors_refuse_semantic_flags(trained, tiny_data, tmp_path, log):
     import detect
-    from models.yolo import build_model
+    from models.build import build_model
     from utils.checkpoint import make_checkpoint, save_checkpoint
 
     opt = detect.parse_opt(["--weights", str(trained / "weights" / "best.pt"), "--source", str(tmp_path),

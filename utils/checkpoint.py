@@ -214,7 +214,7 @@ def checkpoint_kind(weights: str | Path) -> str | None:
 
 def build_from_checkpoint(ck: dict[str, Any], source: str | Path = "<checkpoint>", use_ema: bool = True):
     """Rebuild the model described by a checkpoint dict and load its weights (float32, strict)."""
-    from models.yolo import build_model
+    from models.build import build_model
 
     yaml = ck.get("model_yaml")
     if not isinstance(yaml, dict):

@@ -224,7 +224,3 @@ def check_model_task(model: nn.Module, task: Task, weights: str | Path) -> None:
         raise CheckpointError(f"{weights}: a '{kind}' model, but this script runs '{task.name}' models; "
                               f"use {SCRIPTS.get(kind, 'the matching script')}")
 
-
-def to_numpy_figures(figures: dict[str, float], names: tuple[str, ...]) -> np.ndarray:
-    """Figures in a fixed order, for results.csv and fitness."""
-    return np.array([figures.get(n, 0.0) for n in names], dtype=np.float64)

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import torch
 
-from utils.export import FORMATS, ExportError, export_formats, metadata
+from utils.export import metadata
 from utils.export.check import RUNTIMES, max_difference, tolerance
+from utils.export.formats import FORMATS, ExportError, export_formats
 from utils.export.prepare import describe_outputs, prepare_model
 from utils.log import LOGGER, colorstr
 

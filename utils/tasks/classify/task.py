@@ -21,7 +21,7 @@ from utils.data.loader import LoaderOptions
 from utils.engine.task import Task, ValSettings
 from utils.tasks.classify.metric import ClsMetric
 
-# Upstream's fixed classify/train.py settings, plus our augmentation strengths (see transforms_classify.py).
+# Upstream's fixed classify/train.py settings, plus our augmentation strengths (see utils/tasks/classify/transforms.py).
 CLASSIFY_HYP = {"lr0": 0.001, "lrf": 0.01, "momentum": 0.9, "weight_decay": 5e-5, "warmup_epochs": 0.0,
                 "warmup_momentum": 0.9, "warmup_bias_lr": 0.0, "nbs": 0, "cutoff": None, "dropout": None,
                 "scale": [0.08, 1.0], "fliplr": 0.5, "jitter": 0.4}

@@ -33,7 +33,8 @@ class DetectionTask(Task):
         return check_dataset(data)
 
     def build_model(self, cfg: str | dict, nc: int, hyp: dict | None = None) -> nn.Module:
-        from models.yolo import build_model, load_yaml_cfg
+        from models.build import build_model
+        from models.yolo import load_yaml_cfg
 
         anchors = (hyp or {}).get("anchors")
         if anchors:  # hyp 'anchors: N' asks for N placeholder anchors per level, fitted later by AutoAnchor

@@ -53,7 +53,8 @@ class SemanticTask(DetectionTask):
         return d
 
     def build_model(self, cfg: str | dict, nc: int, hyp: dict | None = None) -> nn.Module:
-        from models.yolo import build_model, load_yaml_cfg
+        from models.build import build_model
+        from models.yolo import load_yaml_cfg
 
         d = load_yaml_cfg(cfg)
         if not d.get("semantic"):
