@@ -22,27 +22,41 @@ from utils.log import LOGGER
 from utils.paths import ROOT
 
 
-def build_model(cfg: str | Path | dict, ch: int = 3, nc: int | None = None, nc_seg: int | None = None) -> BaseModel:
-    """Build the model class that matches the YAML: a semantic section (SemanticDetectionModel), else its head
-    (Segment, Detect or Classify). nc_seg overrides the YAML's number of semantic classes."""
+def model_class(cfg: str | Path | dict) -> type[BaseModel]:
+    """The model class that matches the YAML: a semantic section (SemanticDetectionModel), else its head (Segment,
+    Detect or Classify)."""
     d = load_yaml_cfg(cfg)
     head = _head_class(d)
     name = cfg if not isinstance(cfg, dict) else d.get("yaml_file", "model dict")
     if d.get("semantic"):
         if head is None or not issubclass(head, Detect) or issubclass(head, Segment):
             raise ModelConfigError(f"{name}: a semantic section needs a Detect head as the head's last layer")
+        return SemanticDetectionModel
+    for head_cls, model_cls in ((Segment, SegmentationModel), (Detect, DetectionModel),
+                                (Classify, ClassificationModel)):
+        if head is not None and issubclass(head, head_cls):
+            return model_cls
+    raise ModelConfigError(f"{name}: last layer must be Detect, Segment or Classify")
+
+
+def model_kind(cfg: str | Path | dict) -> str:
+    """The kind of model a YAML describes ('detect', 'segment', 'classify', 'semantic'), without building it."""
+    return model_class(cfg).task
+
+
+def build_model(cfg: str | Path | dict, ch: int = 3, nc: int | None = None, nc_seg: int | None = None) -> BaseModel:
+    """Build the model class that matches the YAML (see model_class); nc_seg overrides the YAML's number of semantic
+    classes."""
+    cls = model_class(cfg)
+    if cls is SemanticDetectionModel:
         return SemanticDetectionModel(cfg, ch=ch, nc=nc, nc_seg=nc_seg)
     if nc_seg is not None:
+        name = cfg if not isinstance(cfg, dict) else cfg.get("yaml_file", "model dict")
         raise ModelConfigError(f"{name}: nc_seg={nc_seg} given but the model YAML has no semantic section "
-                         f"(use e.g. yolov5s-city.yaml, or models.semantic.with_semantic_head)")
-    if head is not None and issubclass(head, Segment):
-        return SegmentationModel(cfg, ch=ch, nc=nc)
-    if head is not None and issubclass(head, Detect):
-        return DetectionModel(cfg, ch=ch, nc=nc)
-    if head is not None and issubclass(head, Classify):
+                               f"(use e.g. yolov5s-city.yaml, or models.semantic.with_semantic_head)")
+    if cls is ClassificationModel:
         return ClassificationModel(cfg, nc=nc, ch=ch)
-    raise ModelConfigError(f"{cfg if not isinstance(cfg, dict) else 'model dict'}: last layer must be Detect, Segment "
-                     f"or Classify")
+    return cls(cfg, ch=ch, nc=nc)
 
 
 def _select_device(device: str) -> torch.device:

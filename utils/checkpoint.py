@@ -28,7 +28,6 @@ from utils.errors import UserError
 from utils.log import LOGGER, quiet
 from utils.upstream_pickle import (
     UpstreamPickleError,
-    classify_yaml_from_stub,
     load_upstream,
     pickle_globals,
     to_plain,
@@ -144,8 +143,6 @@ def _from_upstream(path: Path) -> dict[str, Any]:
         raise CheckpointError(str(e)) from None
     src = up["ema"] if up.get("ema") is not None else up["model"]
     yaml = src["yaml"]
-    if yaml is None and src["task"] == "classify":
-        yaml = classify_yaml_from_stub(src["module"], src["nc"])
     bf = up.get("best_fitness")
     bf = bf[0] if isinstance(bf, (list, tuple)) and bf else bf
     opt = up.get("opt") if isinstance(up.get("opt"), dict) else {}

@@ -222,3 +222,17 @@ def check_dataset(data: str | Path | dict, autodownload: bool = True) -> dict:
     if still:
         raise DatasetError(f"{name}: dataset not found at {', '.join(still)}")
     return d
+
+
+def semantic_spec(data: str | Path | dict) -> SemanticSpec | None:
+    """The data YAML's `semantic:` section, checked, without looking for the dataset itself; None when it has none."""
+    if isinstance(data, dict):
+        d, name = dict(data), str(data.get("yaml_file") or "data dict")
+    else:
+        if _is_archive(str(data)) and Path(data).is_file():
+            data = _yaml_from_archive(Path(data))
+        file = Path(os.path.abspath(find_file(data)))
+        d, name = _read_yaml(file), str(file)
+    if d.get("semantic") is None:
+        return None
+    return SemanticSpec.from_dict(d["semantic"], _dir_name(d, "images_dir", name), name)

@@ -19,7 +19,7 @@ import torch
 from utils.checkpoint import first_weights
 from utils.device import select_device, time_sync
 from utils.downloads import attempt_download
-from utils.engine.task import Task, check_model_task
+from utils.engine.task import Task, add_task_arguments, check_model_task
 from utils.engine.validate import tta_allowed
 from utils.errors import ConfigError
 from utils.export.backend import load_backend, predict_imgsz
@@ -40,7 +40,7 @@ class Renderer(Protocol):
         """Work once every image is done (e.g. join the saved frames into a video)."""
 
 
-def add_predict_arguments(p: argparse.ArgumentParser, task: Task, weights: str, source: str, project: str,
+def add_predict_arguments(p: argparse.ArgumentParser, task: Task | type | list, weights: str, source: str, project: str,
                           imgsz: int = 640) -> argparse.ArgumentParser:
     """The flags every predict script takes (YOLOv5 v7.0 names), then the task's own."""
     p.add_argument("--weights", nargs="+", type=str, default=[weights], help="model path(s)")
@@ -58,7 +58,7 @@ def add_predict_arguments(p: argparse.ArgumentParser, task: Task, weights: str, 
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
     p.add_argument("--half", action="store_true", help="use FP16 half-precision inference (CUDA only)")
     p.add_argument("--vid-stride", type=int, default=1, help="video frame-rate stride")
-    task.add_predict_arguments(p)
+    add_task_arguments(p, task, "add_predict_arguments")
     return p
 
 

@@ -17,6 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from utils.checkpoint import CheckpointError
+from utils.tasks import registry
+
 if TYPE_CHECKING:
     from utils.data.loader import LoaderOptions
 
@@ -159,7 +162,8 @@ class Task:
         raise NotImplementedError
 
     # --- standalone validation (val.py and the task's own val script) ---------------------------
-    def add_val_arguments(self, p: argparse.ArgumentParser) -> None:
+    @classmethod
+    def add_val_arguments(cls, p: argparse.ArgumentParser) -> None:
         """Add the task's own val flags (the engine adds data, weights, batch, size, device and run-folder flags)."""
 
     def val_settings(self, opt: argparse.Namespace, data: dict, save_dir: Path) -> ValSettings:
@@ -170,7 +174,8 @@ class Task:
         """Work after the figures are computed (detection: write and score the COCO JSON)."""
 
     # --- prediction (the task's predict script) ----------------------------------------------------
-    def add_predict_arguments(self, p: argparse.ArgumentParser) -> None:
+    @classmethod
+    def add_predict_arguments(cls, p: argparse.ArgumentParser) -> None:
         """Add the task's own predict flags (the engine adds weights, source, size, device, saving and video)."""
 
     def data_names(self, data: str) -> dict[int, str]:
@@ -209,18 +214,20 @@ class Task:
         """Save label and prediction mosaics of a validation batch."""
 
 
-# Which scripts serve each kind of model: named when a script is given weights of another kind.
-SCRIPTS = {"detect": "train.py, val.py, detect.py", "semantic": "train.py, val.py, detect.py",
-           "segment": "segment/train.py, segment/val.py, segment/predict.py",
-           "classify": "classify/train.py, classify/val.py, classify/predict.py"}
-
-
 def check_model_task(model: nn.Module, task: Task, weights: str | Path) -> None:
     """One clear error when the weights hold another kind of model than the script's task runs."""
-    from utils.checkpoint import CheckpointError
-
     kind = getattr(model, "task", None)  # exported (non-nn.Module) backends may not say
     if kind is not None and kind not in (task.serves or (task.name,)):
         raise CheckpointError(f"{weights}: a '{kind}' model, but this script runs '{task.name}' models; "
-                              f"use {SCRIPTS.get(kind, 'the matching script')}")
+                              f"use {registry.scripts_for(kind)}")
 
+
+def add_task_arguments(p: argparse.ArgumentParser, tasks: Any, method: str) -> None:
+    """Call each task's `method` (add_val_arguments or add_predict_arguments) on the parser. A script that runs
+    several tasks (detect.py: detection and detection + semantic) gets the flags of all; a task that builds on
+    another of them adds that one's flags itself (through super()), so the base is not asked twice."""
+    tasks = list(tasks) if isinstance(tasks, (list, tuple)) else [tasks]
+    classes = [t if isinstance(t, type) else type(t) for t in tasks]
+    for t, cls in zip(tasks, classes):
+        if not any(other is not cls and issubclass(other, cls) for other in classes):
+            getattr(t, method)(p)

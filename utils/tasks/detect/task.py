@@ -15,6 +15,7 @@ from utils.data.loader import LoaderOptions
 from utils.engine.task import Task, TrainContext, ValSettings
 from utils.log import LOGGER
 from utils.tasks.detect.metric import DetMetric
+from utils.tasks.registry import Scripts, TaskEntry, register
 
 
 class DetectionTask(Task):
@@ -108,7 +109,8 @@ class DetectionTask(Task):
         return {"conf_thres": 0.001, "iou_thres": 0.65 if (is_coco and not training) else 0.6, "max_det": 300}
 
     # ------------------------------------------------------------------------------------------ validation
-    def add_val_arguments(self, p: argparse.ArgumentParser) -> None:
+    @classmethod
+    def add_val_arguments(cls, p: argparse.ArgumentParser) -> None:
         """val.py's detection flags (YOLOv5 v7.0 names and defaults)."""
         p.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold")
         p.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
@@ -161,7 +163,8 @@ class DetectionTask(Task):
 
         return check_dataset(data, autodownload=False)["names"]  # names only: never download a set for them
 
-    def add_predict_arguments(self, p: argparse.ArgumentParser) -> None:
+    @classmethod
+    def add_predict_arguments(cls, p: argparse.ArgumentParser) -> None:
         from utils.tasks.detect.predictor import add_detection_predict_arguments
 
         add_detection_predict_arguments(p)
@@ -229,3 +232,7 @@ class DetectionTask(Task):
 
             rows[:, 2:6] = xyxy2xywh(rows[:, 2:6])
         plot_images(batch["img"], rows[:, :7], batch["paths"], save_dir / f"val_batch{index}_pred.jpg", names=names)
+
+
+register(TaskEntry(name="detect", task=DetectionTask, scripts=Scripts("train.py", "val.py", "detect.py"),
+                   upstream_meta={"eval_tail": 1}, upstream_outputs=1))
