@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -49,6 +49,16 @@ class Metric:
 
     def finalize(self, save_dir: Path, plots: bool) -> None:
         """Write curves and matrices once the figures are computed."""
+
+
+class ImageResult(NamedTuple):
+    """One image's predictions in its own pixels: what the predict scripts draw, the hub returns and the server sends.
+    A task fills the fields it predicts."""
+
+    boxes: torch.Tensor | None = None  # (n, 6) x1, y1, x2, y2, conf, cls
+    masks: torch.Tensor | None = None  # (n, H, W) bool instance masks, one per box
+    class_map: torch.Tensor | None = None  # (H, W) class ids (uint8 up to 256 classes)
+    probs: torch.Tensor | None = None  # (nc,) class probabilities
 
 
 @dataclass
@@ -193,6 +203,16 @@ class Task:
     def normalize(self, img: torch.Tensor) -> torch.Tensor:
         """Inference input in 0-1 -> what the model takes (classification: ImageNet mean/std)."""
         return img
+
+    def to_original(self, result: Any, input_hw: tuple[int, int], shape0: tuple[int, int],
+                    content_hw: tuple[int, int] | None = None) -> ImageResult:
+        """One image's postprocess() result -> its predictions in the original image's pixels (shape0 = (h, w)).
+
+        input_hw is the model input's size; content_hw the part of it this image's letterbox fills (the hub pads
+        images of other sizes in one batch to the right and bottom), input_hw when None. The one place boxes are
+        scaled back and masks and class maps are resized, for the predict scripts, the hub and the server alike.
+        """
+        raise NotImplementedError
 
     def renderer(self, opt: argparse.Namespace, names: dict[int, str], save_dir: Path, model: Any) -> Any:
         """The object that describes, draws and writes one image's results (see engine/predictor.Renderer); `model`

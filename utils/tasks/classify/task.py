@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from utils.data.loader import LoaderOptions
-from utils.engine.task import Task, ValSettings
+from utils.engine.task import ImageResult, Task, ValSettings
 from utils.tasks.classify.metric import ClsMetric
 from utils.tasks.classify.transforms import IMAGENET_MEAN, IMAGENET_STD
 from utils.tasks.registry import Scripts, TaskEntry, register
@@ -148,6 +148,11 @@ class ClassificationTask(Task):
         mean = torch.tensor(IMAGENET_MEAN, device=img.device, dtype=img.dtype).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=img.device, dtype=img.dtype).view(1, 3, 1, 1)
         return (img - mean) / std
+
+    def to_original(self, probs: torch.Tensor, input_hw: tuple[int, int], shape0: tuple[int, int],
+                    content_hw: tuple[int, int] | None = None) -> ImageResult:
+        """Class probabilities belong to the whole image: nothing to map."""
+        return ImageResult(probs=probs)
 
     def renderer(self, opt: argparse.Namespace, names: dict[int, str], save_dir: Path, model: Any) -> Any:
         from utils.tasks.classify.predictor import ClassifyRenderer

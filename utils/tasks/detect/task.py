@@ -11,8 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from utils.boxes import scale_boxes
 from utils.data.loader import LoaderOptions
-from utils.engine.task import Task, TrainContext, ValSettings
+from utils.engine.task import ImageResult, Task, TrainContext, ValSettings
 from utils.log import LOGGER
 from utils.tasks.detect.metric import DetMetric
 from utils.tasks.registry import Scripts, TaskEntry, register
@@ -100,7 +101,8 @@ class DetectionTask(Task):
             h, w = batch["img"].shape[2:]
             t[:, 2:6] *= torch.tensor((w, h, w, h), device=t.device)
             labels = [t[t[:, 0] == i, 1:6] for i in range(batch["img"].shape[0])]
-        return non_max_suppression(preds, conf_thres, iou_thres, classes=classes, labels=labels,
+        # float32: under AMP or .half() boxes arrive in fp16, whose box areas overflow beyond 256 px sides
+        return non_max_suppression(preds.float(), conf_thres, iou_thres, classes=classes, labels=labels,
                                    multi_label=multi_label, agnostic=agnostic, max_det=max_det, nm=nm)
 
     def val_post_kw(self, data: dict, training: bool) -> dict:
@@ -173,6 +175,18 @@ class DetectionTask(Task):
         """detect.py's NMS: one label per box (upstream's predict setting), optional class filter."""
         return {"conf_thres": opt.conf_thres, "iou_thres": opt.iou_thres, "max_det": opt.max_det,
                 "classes": opt.classes, "agnostic": opt.agnostic_nms, "multi_label": False}
+
+    def to_original(self, det: torch.Tensor, input_hw: tuple[int, int], shape0: tuple[int, int],
+                    content_hw: tuple[int, int] | None = None) -> ImageResult:
+        """Boxes (n, 6) scaled from the letterboxed input to the original image."""
+        return ImageResult(boxes=self.boxes_to_original(det, content_hw or input_hw, shape0))
+
+    @staticmethod
+    def boxes_to_original(det: torch.Tensor, content_hw: tuple[int, int], shape0: tuple[int, int]) -> torch.Tensor:
+        """The (n, 6) rows with their boxes mapped through the letterbox onto the original image (a copy)."""
+        det = det[:, :6].clone()
+        scale_boxes(tuple(content_hw), det[:, :4], shape0)
+        return det
 
     def renderer(self, opt: argparse.Namespace, names: dict[int, str], save_dir: Path, model: Any) -> Any:
         from utils.tasks.detect.predictor import DetectRenderer

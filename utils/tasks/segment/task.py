@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from utils.data.loader import LoaderOptions
+from utils.engine.task import ImageResult
 from utils.errors import ConfigError
 from utils.log import LOGGER
 from utils.tasks.detect.task import DetectionTask
@@ -121,6 +122,23 @@ class SegmentationTask(DetectionTask):
 
     def predict_settings(self, opt: argparse.Namespace) -> dict:
         return {**super().predict_settings(opt), "masks": False}  # the renderer assembles them at drawing size
+
+    def to_original(self, pred: SegPrediction, input_hw: tuple[int, int], shape0: tuple[int, int],
+                    content_hw: tuple[int, int] | None = None) -> ImageResult:
+        """Boxes and bool masks on the original image: masks from the prototypes at native resolution with
+        retina_masks, else at input size with the letterbox undone (as upstream's segment/predict.py)."""
+        from utils.tasks.segment.masks import process_mask, process_mask_native, unletterbox
+
+        content_hw = tuple(content_hw or input_hw)
+        det0 = self.boxes_to_original(pred.det, content_hw, shape0)
+        if not len(det0):
+            return ImageResult(boxes=det0, masks=torch.zeros((0, *shape0), dtype=torch.bool, device=det0.device))
+        if self.retina_masks:
+            masks = process_mask_native(pred.proto, pred.coefs, det0[:, :4].round(), shape0).bool()
+        else:
+            masks = process_mask(pred.proto, pred.coefs, pred.det[:, :4], tuple(input_hw), upsample=True)
+            masks = unletterbox(masks[:, :content_hw[0], :content_hw[1]], shape0).gt_(0.5).bool()
+        return ImageResult(boxes=det0, masks=masks)
 
     def renderer(self, opt: argparse.Namespace, names: dict[int, str], save_dir: Path, model: Any) -> Any:
         from utils.tasks.segment.predictor import SegmentRenderer

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from models.build import build_model
@@ -22,11 +23,13 @@ from models.yolo import load_yaml_cfg
 from utils.data.dataset_config import semantic_spec
 from utils.data.loader import LoaderOptions
 from utils.data.semantic_spec import SemanticSpec
+from utils.engine.task import ImageResult
 from utils.errors import ConfigError
 from utils.tasks.detect.task import DetectionTask
 from utils.tasks.registry import Scripts, TaskEntry, register
 from utils.tasks.semantic.loss import SEG_DEFAULTS
 from utils.tasks.semantic.metric import SemanticDetectionMetric
+from utils.tasks.semantic.rescale import logits_to_label_map
 
 FITNESS_SEG = 0.5  # default share of mIoU in fitness (hyp key `fitness_seg`); the rest is detection's fitness
 
@@ -161,6 +164,19 @@ class SemanticTask(DetectionTask):
         p.add_argument("--submit", action="store_true",
                        help="Cityscapes: write <city>_<seq>_<frame>_pred.png label-id maps for the benchmark server")
         p.add_argument("--alpha", type=float, default=0.5, help="opacity of the class-map overlay")
+
+    def to_original(self, pred: SemanticPrediction, input_hw: tuple[int, int], shape0: tuple[int, int],
+                    content_hw: tuple[int, int] | None = None) -> ImageResult:
+        """Boxes and the class map on the original image (logits mapped back through the letterbox exactly)."""
+        logits, content_hw = pred.logits, tuple(content_hw or input_hw)
+        if content_hw != tuple(input_hw):  # padded in a batch: the image's own part of the input, at input scale
+            if tuple(logits.shape[1:]) != tuple(input_hw):
+                logits = F.interpolate(logits[None].float(), size=tuple(input_hw), mode="bilinear",
+                                       align_corners=False)[0]
+            logits = logits[:, :content_hw[0], :content_hw[1]]
+        class_map = logits_to_label_map(logits, content_hw, shape0)
+        class_map = class_map.to(torch.uint8 if logits.shape[0] <= 256 else torch.int32)
+        return ImageResult(boxes=self.boxes_to_original(pred.det, content_hw, shape0), class_map=class_map)
 
     def renderer(self, opt: argparse.Namespace, names: dict[int, str], save_dir: Path, model: Any) -> Any:
         from utils.tasks.semantic.predictor import SemanticRenderer
