@@ -229,6 +229,8 @@ def build_from_checkpoint(ck: dict[str, Any], source: str | Path = "<checkpoint>
         model.seg_names = {int(k): v for k, v in (ck.get("seg_names") or {}).items()} or model.seg_names
     if ck.get("stride"):
         model.stride = torch.tensor(ck["stride"], dtype=torch.float32)
+    if ck.get("task") and ck["task"] != task_of(model):
+        model.task = str(ck["task"])  # a task of its own on a shared model class: the checkpoint names its kind
     return model
 
 
