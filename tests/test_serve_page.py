@@ -4,9 +4,6 @@ driven by Playwright (the system's Chromium: Playwright's own browser download n
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
-import time
 
 import pytest
 from conftest import ROOT, write_checkpoint
@@ -15,7 +12,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("multipart")
 httpx = pytest.importorskip("httpx")
-from test_serve import free_port  # noqa: E402
+from test_serve import running_server  # noqa: E402
 
 KEY = "s3cret-key"
 IMAGE = ROOT / "data/images/shapes1.jpg"
@@ -26,27 +23,8 @@ def server(tmp_path_factory):
     """`python utils/serve.py --api-key KEY` with one detector; yields its base URL."""
     d = tmp_path_factory.mktemp("page")
     weights = write_checkpoint(d / "shapes.pt", sharp=True)
-    port = free_port()
-    log = open(d / "serve.log", "w+")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "utils/serve.py"), "--weights", str(weights), "--port",
-                             str(port), "--device", "cpu", "--imgsz", "320", "--api-key", KEY],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 240
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            log.seek(0)
-            pytest.fail(f"server did not start:\n{log.read()[-3000:]}")
-        time.sleep(0.5)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    with running_server(["--weights", weights, "--imgsz", 320, "--api-key", KEY], d) as (url, _):
+        yield url
 
 
 def test_api_key_guards_every_route_but_health(server):
