@@ -111,8 +111,11 @@ class AutoShape(nn.Module):
             return ([_ceil_to(s, self.stride)] * 2 if self._letterboxes() else [s, s]), True
         if len(size) != 2:
             raise ValueError(f"size {size}: give one int (longest side) or (height, width)")
-        if not self._letterboxes() and size[0] != size[1]:
-            raise ValueError(f"size {size}: this model takes square inputs (classifiers: a centre crop), pass one int")
+        if not self._letterboxes():
+            if size[0] != size[1]:
+                raise ValueError(f"size {size}: this model takes square inputs (classifiers: a centre crop), pass "
+                                 f"one int")
+            return [int(size[0])] * 2, False
         return [_ceil_to(size[0], self.stride), _ceil_to(size[1], self.stride)], False
 
     def _preprocess(self, ims, size):
