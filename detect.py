@@ -12,28 +12,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from utils.checkpoint import first_weights  # noqa: E402
 from utils.engine.cli import opt_with, run_main  # noqa: E402
 from utils.engine.predictor import Predictor, add_predict_arguments  # noqa: E402
-from utils.errors import ConfigError  # noqa: E402
-from utils.export.backend import weights_kind  # noqa: E402
 from utils.paths import ROOT  # noqa: E402
-from utils.tasks.semantic.task import SemanticTask, pick_detection_task  # noqa: E402
+from utils.tasks.pick import task_classes, task_for_weights  # noqa: E402
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse detect.py flags (YOLOv5 v7.0 names and defaults)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_predict_arguments(p, SemanticTask(), "yolov5s.pt", str(ROOT / "data/images"), str(ROOT / "runs/detect"))
+    add_predict_arguments(p, task_classes("detect.py"), "yolov5s.pt", str(ROOT / "data/images"),
+                          str(ROOT / "runs/detect"))
     return p.parse_args(argv)
 
 
 def main(opt: argparse.Namespace) -> Path:
     """Predict over --source and return the run folder."""
-    task = pick_detection_task(weights_kind(first_weights(opt.weights)))
-    if task.name != "semantic" and (opt.submit or opt.alpha != 0.5):
-        raise ConfigError("--submit and --alpha are for detection + semantic models; these weights hold a detector")
-    return Predictor(opt, task).run()
+    return Predictor(opt, task_for_weights("detect.py", opt)).run()
 
 
 def run(**kwargs) -> Path:

@@ -41,11 +41,19 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(opt: argparse.Namespace) -> list[dict]:
     """Export every --weights file; returns one {format: path} dict per file."""
-    from utils.export import run_export
+    from utils.export.backend import weights_kind
+    from utils.export.exporter import export_weights
+    from utils.tasks import registry
 
     weights = opt.weights if isinstance(opt.weights, (list, tuple)) else [opt.weights]
     kw = {k: v for k, v in vars(opt).items() if k not in ("weights", "batch_size")}
-    return [run_export(weights=w, batch_size=opt.batch_size, **kw) for w in weights]
+    out = []
+    for w in weights:
+        # a class folder (classification data) names its classes as the task that reads it says
+        names = registry.for_kind(weights_kind(w) or "classify").build().data_names(str(opt.data)) \
+            if opt.data and Path(opt.data).is_dir() else None
+        out.append(export_weights(weights=w, batch_size=opt.batch_size, names=names, **kw))
+    return out
 
 
 def run(**kwargs) -> list[dict]:

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from utils.engine.cli import opt_with, run_main, train  # noqa: E402
 from utils.engine.config import TrainConfig, add_arguments, from_namespace  # noqa: E402
-from utils.tasks.semantic.task import pick_train_task  # noqa: E402
+from utils.tasks.pick import task_for_training  # noqa: E402
 
 # The no-argument run must train a useful detector offline on a 2-core machine in minutes, so the defaults differ
 # from upstream's (yolov5s.pt at 640 for 100 epochs); every flag keeps its upstream name and meaning.
@@ -32,7 +32,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 def main(opt: argparse.Namespace, task=None) -> dict:
     """Train (or evolve hyperparameters) with the parsed flags; returns the final validation figures."""
     cfg = from_namespace(opt, TrainConfig)
-    return train(cfg, task or pick_train_task(cfg))
+    if task is not None:
+        return train(cfg, task)
+    return train(*task_for_training("train.py", cfg))
 
 
 def run(**kwargs) -> dict:

@@ -12,24 +12,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from utils.checkpoint import first_weights  # noqa: E402
 from utils.engine.cli import opt_with, run_main  # noqa: E402
 from utils.engine.validate import add_val_arguments, validate  # noqa: E402
-from utils.export.backend import weights_kind  # noqa: E402
 from utils.paths import ROOT  # noqa: E402
-from utils.tasks.semantic.task import SemanticTask, pick_detection_task  # noqa: E402
+from utils.tasks.pick import task_classes, task_for_weights  # noqa: E402
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse val.py flags (YOLOv5 v7.0 names and defaults)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_val_arguments(p, SemanticTask(), str(ROOT / "data/shapes.yaml"), "yolov5s.pt", str(ROOT / "runs/val"))
+    add_val_arguments(p, task_classes("val.py"), str(ROOT / "data/shapes.yaml"), "yolov5s.pt", str(ROOT / "runs/val"))
     return p.parse_args(argv)
 
 
 def main(opt: argparse.Namespace):
     """Validate and return the EvalResult (a detection + semantic model also scores its class maps)."""
-    return validate(opt, pick_detection_task(weights_kind(first_weights(opt.weights))))
+    return validate(opt, task_for_weights("val.py", opt))
 
 
 def run(**kwargs):

@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.yolo import build_model  # noqa: E402
+from models.build import build_model  # noqa: E402
 from utils.checkpoint import make_checkpoint, save_checkpoint  # noqa: E402
 from utils.data.imageio import imread, letterbox  # noqa: E402
 from utils.engine.evaluator import forward_batch  # noqa: E402

@@ -31,7 +31,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.yolo import build_model  # noqa: E402
+from models.build import build_model  # noqa: E402
 from utils.device import autocast_dtype, select_device  # noqa: E402
 from utils.ema import ModelEMA  # noqa: E402
 from utils.log import quiet  # noqa: E402

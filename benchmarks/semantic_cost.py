@@ -31,8 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.memory import memory_start, rss_peak  # noqa: E402
+from models.build import build_model  # noqa: E402
 from models.semantic import with_semantic_head  # noqa: E402
-from models.yolo import DetectionModel, build_model, load_yaml_cfg  # noqa: E402
+from models.yolo import DetectionModel, load_yaml_cfg  # noqa: E402
 from utils.device import select_device  # noqa: E402
 from utils.log import quiet  # noqa: E402
 

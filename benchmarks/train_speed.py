@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.memory import make_criterion  # noqa: E402
+from models.build import build_model  # noqa: E402
 from models.info import count_gflops  # noqa: E402
-from models.yolo import build_model  # noqa: E402
 from utils.data.dataset_config import check_dataset  # noqa: E402
 from utils.device import autocast_dtype, select_device, time_sync  # noqa: E402
 from utils.engine.recipe import choose_recipe, float_outputs  # noqa: E402

@@ -18,7 +18,7 @@ from utils.engine.cli import opt_with, run_main, train  # noqa: E402
 from utils.engine.config import add_arguments, from_namespace  # noqa: E402
 from utils.paths import ROOT  # noqa: E402
 from utils.tasks.classify.config import ClassifyConfig, resolve  # noqa: E402
-from utils.tasks.classify.task import ClassificationTask  # noqa: E402
+from utils.tasks.pick import task_for_training  # noqa: E402
 
 # Upstream trains yolov5s-cls.pt on imagenette160 (a download); the no-argument run here must work offline on a 2-core
 # CPU, so it trains a yolov5n backbone from scratch for 20 epochs on the generated shapes-cls set at 64 px (10 epochs
@@ -39,7 +39,8 @@ def main(opt: argparse.Namespace) -> dict:
     cfg, hyp = resolve(from_namespace(opt, ClassifyConfig))
     if cfg.evolve:
         raise SystemExit("classify/train.py: --evolve is not supported for classification (as upstream)")
-    return train(cfg, ClassificationTask(), hyp=hyp)
+    cfg, task = task_for_training("classify/train.py", cfg)
+    return train(cfg, task, hyp=hyp)
 
 
 def run(**kwargs) -> dict:

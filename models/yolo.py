@@ -5,9 +5,7 @@ CLI: python models/yolo.py --cfg yolov5s.yaml [--batch-size 1] [--device ''] [--
 
 from __future__ import annotations
 
-import argparse
 import ast
-import contextlib
 import math
 import sys
 import time
@@ -31,7 +29,7 @@ from models.multiyolo import from_multiyolo_yaml, is_multiyolo_yaml  # noqa: E40
 from models.registry import lookup  # noqa: E402
 from utils.errors import ModelConfigError  # noqa: E402
 from utils.log import LOGGER  # noqa: E402
-from utils.paths import ROOT, find_file  # noqa: E402
+from utils.paths import find_file  # noqa: E402
 
 # How parse_model builds the torch.nn classes a YAML may name (our own blocks carry a `yaml_kind` attribute).
 _NN_KINDS = {nn.Conv2d: "channels", nn.ConvTranspose2d: "channels", nn.BatchNorm2d: "batchnorm"}
@@ -496,74 +494,7 @@ def _head_class(d: dict) -> type | None:
         return None
 
 
-def build_model(cfg: str | Path | dict, ch: int = 3, nc: int | None = None, nc_seg: int | None = None) -> BaseModel:
-    """Build the model class that matches the YAML: a semantic section (SemanticDetectionModel), else its head
-    (Segment, Detect or Classify). nc_seg overrides the YAML's number of semantic classes."""
-    d = load_yaml_cfg(cfg)
-    head = _head_class(d)
-    name = cfg if not isinstance(cfg, dict) else d.get("yaml_file", "model dict")
-    if d.get("semantic"):
-        if head is None or not issubclass(head, Detect) or issubclass(head, Segment):
-            raise ModelConfigError(f"{name}: a semantic section needs a Detect head as the head's last layer")
-        from models.multitask import SemanticDetectionModel  # it builds on DetectionModel, defined here
+if __name__ == "__main__":  # upstream's CLI: python models/yolo.py --cfg yolov5s.yaml
+    from models.build import main
 
-        return SemanticDetectionModel(cfg, ch=ch, nc=nc, nc_seg=nc_seg)
-    if nc_seg is not None:
-        raise ModelConfigError(f"{name}: nc_seg={nc_seg} given but the model YAML has no semantic section "
-                         f"(use e.g. yolov5s-city.yaml, or models.semantic.with_semantic_head)")
-    if head is not None and issubclass(head, Segment):
-        return SegmentationModel(cfg, ch=ch, nc=nc)
-    if head is not None and issubclass(head, Detect):
-        return DetectionModel(cfg, ch=ch, nc=nc)
-    if head is not None and issubclass(head, Classify):
-        return ClassificationModel(cfg, nc=nc, ch=ch)
-    raise ModelConfigError(f"{cfg if not isinstance(cfg, dict) else 'model dict'}: last layer must be Detect, Segment "
-                     f"or Classify")
-
-
-def _select_device(device: str) -> torch.device:
-    with contextlib.suppress(ImportError):
-        from utils.device import select_device
-
-        return select_device(device)
-    return torch.device("cuda:0" if device not in ("", "cpu") and torch.cuda.is_available() else "cpu")
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Command line: build a model, print its layer table and summary; optionally profile or build every YAML."""
-    parser = argparse.ArgumentParser(description="Build a YOLOv5 model from YAML and print its summary")
-    parser.add_argument("--cfg", type=str, default="yolov5s.yaml", help="model.yaml")
-    parser.add_argument("--batch-size", type=int, default=1, help="total batch size for all GPUs")
-    parser.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
-    parser.add_argument("--profile", action="store_true", help="profile model speed")
-    parser.add_argument("--line-profile", action="store_true", help="profile model speed layer by layer")
-    parser.add_argument("--test", action="store_true", help="test all yolo*.yaml")
-    opt = parser.parse_args(argv)
-    try:
-        device = _select_device(opt.device)
-        model = build_model(opt.cfg).to(device)
-    except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"error: {e}") from None
-    im = torch.rand(opt.batch_size, 3, 640, 640, device=device)
-    if opt.line_profile:
-        model(im, profile=True)
-    elif opt.profile:
-        model.eval()
-        with torch.no_grad():
-            model(im)  # warm-up
-            t = time.perf_counter()
-            for _ in range(3):
-                model(im)
-        LOGGER.info(f"forward: {(time.perf_counter() - t) / 3 * 1000:.1f} ms at batch {opt.batch_size}x3x640x640")
-    elif opt.test:
-        for cfg in sorted((ROOT / "models").rglob("yolo*.yaml")):
-            try:
-                build_model(cfg)
-            except Exception as e:  # report every broken YAML, keep going
-                LOGGER.info(f"Error in {cfg}: {e}")
-    else:
-        model.fuse()
-
-
-if __name__ == "__main__":
     main()

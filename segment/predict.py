@@ -15,20 +15,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils.engine.cli import opt_with, run_main  # noqa: E402
 from utils.engine.predictor import Predictor, add_predict_arguments  # noqa: E402
 from utils.paths import ROOT  # noqa: E402
-from utils.tasks.segment.task import SegmentationTask  # noqa: E402
+from utils.tasks.pick import task_classes, task_for_weights  # noqa: E402
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse segment/predict.py flags (YOLOv5 v7.0 names and defaults)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_predict_arguments(p, SegmentationTask(), "yolov5s-seg.pt", str(ROOT / "data/images"),
+    add_predict_arguments(p, task_classes("segment/predict.py"), "yolov5s-seg.pt", str(ROOT / "data/images"),
                           str(ROOT / "runs/predict-seg"))
     return p.parse_args(argv)
 
 
 def main(opt: argparse.Namespace) -> Path:
     """Predict over --source and return the run folder."""
-    return Predictor(opt, SegmentationTask()).run()
+    return Predictor(opt, task_for_weights("segment/predict.py", opt)).run()
 
 
 def run(**kwargs) -> Path:

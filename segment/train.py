@@ -15,9 +15,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.engine.cli import opt_with, run_main, train  # noqa: E402
-from utils.engine.config import TrainConfig, add_arguments, from_namespace  # noqa: E402
+from utils.engine.config import add_arguments, from_namespace  # noqa: E402
 from utils.paths import ROOT  # noqa: E402
-from utils.tasks.segment.task import SegmentationTask  # noqa: E402
+from utils.tasks.pick import task_for_training  # noqa: E402
+from utils.tasks.segment.config import SegmentConfig  # noqa: E402
 
 # Offline defaults for a 2-core machine, as train.py's (upstream: yolov5s-seg.pt on coco128-seg at 640, 100 epochs);
 # every flag keeps its upstream name and meaning.
@@ -27,14 +28,13 @@ DEFAULTS = {"cfg": "yolov5n-seg.yaml", "data": str(ROOT / "data/shapes-seg.yaml"
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse segment/train.py flags (YOLOv5 v7.0 names, --mask-ratio and --no-overlap included)."""
-    return add_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]), TrainConfig,
+    return add_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]), SegmentConfig,
                          **DEFAULTS).parse_args(argv)
 
 
 def main(opt: argparse.Namespace) -> dict:
     """Train (or evolve hyperparameters) with the parsed flags; returns the final validation figures."""
-    cfg = from_namespace(opt, TrainConfig)
-    return train(cfg, SegmentationTask(overlap=not cfg.no_overlap, mask_ratio=cfg.mask_ratio))
+    return train(*task_for_training("segment/train.py", from_namespace(opt, SegmentConfig)))
 
 
 def run(**kwargs) -> dict:

@@ -15,24 +15,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils.engine.cli import opt_with, run_main  # noqa: E402
 from utils.engine.validate import add_val_arguments, validate  # noqa: E402
 from utils.paths import ROOT  # noqa: E402
-from utils.tasks.segment.task import SegmentationTask  # noqa: E402
+from utils.tasks.pick import task_classes, task_for_weights  # noqa: E402
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse segment/val.py flags (YOLOv5 v7.0 names and defaults, plus --retina-masks)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_val_arguments(p, _task(), str(ROOT / "data/shapes-seg.yaml"), "yolov5s-seg.pt", str(ROOT / "runs/val-seg"))
+    add_val_arguments(p, task_classes("segment/val.py"),
+                      str(ROOT / "data/shapes-seg.yaml"), "yolov5s-seg.pt", str(ROOT / "runs/val-seg"))
     return p.parse_args(argv)
-
-
-def _task() -> SegmentationTask:
-    # Standalone validation builds one full-resolution binary mask per object, as upstream's segment/val.py does.
-    return SegmentationTask(overlap=False, mask_ratio=1)
 
 
 def main(opt: argparse.Namespace):
     """Validate and return the EvalResult."""
-    return validate(opt, _task())
+    # Standalone validation builds one full-resolution binary mask per object, as upstream's segment/val.py does.
+    return validate(opt, task_for_weights("segment/val.py", opt, no_overlap=True, mask_ratio=1))
 
 
 def run(**kwargs):

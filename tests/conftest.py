@@ -80,7 +80,8 @@ def write_checkpoint(path: Path, cfg: str = "yolov5n.yaml", nc: int = 4, seed: i
     """
     import torch
 
-    from models.yolo import ClassificationModel, DetectionModel, build_model
+    from models.build import build_model
+    from models.yolo import ClassificationModel, DetectionModel
     from utils.checkpoint import make_checkpoint, save_checkpoint
     from utils.log import quiet
 

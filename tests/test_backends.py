@@ -24,7 +24,7 @@ def sig3(x: float) -> float:
 
 def confident_checkpoint(cfg: str, path: Path) -> Path:
     """A random-weight model whose objectness is raised so that its boxes reach the metrics (non-zero figures)."""
-    from models.yolo import build_model
+    from models.build import build_model
     from utils.checkpoint import make_checkpoint, save_checkpoint
     from utils.log import quiet
 

@@ -83,7 +83,7 @@ def test_scan_line_prints_its_prefix_once(tiny_data, tmp_path, log):
 
 def test_detect_skips_an_image_whose_header_claims_a_huge_size(tmp_path, log):
     import detect
-    from models.yolo import build_model
+    from models.build import build_model
     from utils.checkpoint import make_checkpoint, save_checkpoint
 
     torch.manual_seed(0)

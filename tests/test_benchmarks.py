@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from benchmarks.memory import box_index_masks, make_criterion, random_targets
-from models.yolo import build_model
+from models.build import build_model
 from utils.log import quiet
 
 HYP = {"box": 0.05, "cls": 0.5, "cls_pw": 1.0, "obj": 1.0, "obj_pw": 1.0, "anchor_t": 4.0, "fl_gamma": 0.0}

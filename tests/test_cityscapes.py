@@ -277,6 +277,26 @@ def test_convert_reports_unreadable_and_unknown(city_tree):
     assert (m[:10, :10][np.triu_indices(10)] == 255).all()
 
 
+def test_convert_names_unknown_instance_ids_and_misnamed_files(city_tree):
+    g = city_tree / "gtFine" / "val" / "munster"  # the PNG-only frame: its boxes come from instanceIds
+    f = g / "munster_000000_000019_gtFine_instanceIds.png"
+    inst = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
+    inst[:4, :4] = 60001  # label id 60: in no Cityscapes label table
+    cv2.imwrite(str(f), inst)
+    left = city_tree / "leftImg8bit"
+    for name in ("val/frankfurt/frankfurt_000002_leftImg8bit.png", "val/frankfurt/snapshot.png",
+                 "train/aachen/bremen_000000_000019_leftImg8bit.png", "stray.png"):
+        (left / name).write_bytes(b"")
+    rep = convert(city_tree)
+    text = "\n".join(rep.problems)
+    assert "munster_000000_000019_gtFine_instanceIds.png: instance id 60001 (label id 60) is not in the Cityscapes " \
+           "label table" in text
+    for name in ("val/frankfurt/frankfurt_000002_leftImg8bit.png", "val/frankfurt/snapshot.png",
+                 "train/aachen/bremen_000000_000019_leftImg8bit.png", "stray.png"):
+        assert f"leftImg8bit/{name}: not named as Cityscapes names frames" in text, name
+    assert "frankfurt_000000_000294_leftImg8bit.png: not named" not in text
+
+
 def test_cli_flags(city_tree, tmp_path):
     sys.path.insert(0, str(ROOT / "data" / "scripts"))
     try:

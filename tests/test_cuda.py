@@ -28,7 +28,7 @@ MIB = 1 << 20
 
 
 def _model(cfg: str = "yolov5n.yaml", nc: int = 4, device: str = "cpu"):
-    from models.yolo import build_model
+    from models.build import build_model
     from utils.log import quiet
 
     with quiet():
@@ -309,12 +309,12 @@ def test_one_epoch_detection_plus_semantic_training_on_cuda(tmp_path):
     from tests.test_semantic_task import write_tiny_semantic
     from utils.engine.config import TrainConfig
     from utils.engine.trainer import Trainer
-    from utils.tasks.semantic.task import SemanticTask
+    from utils.tasks.semantic.task import SemanticOptions, SemanticTask
 
     data = str(write_tiny_semantic(tmp_path / "data"))
     cfg = TrainConfig(data=data, project=str(tmp_path), cfg="yolov5n-city.yaml", imgsz=64, batch_size=8, workers=0,
                       noplots=True, noautoanchor=True, device="0", epochs=1)
-    figures = Trainer(cfg, SemanticTask()).fit()
+    figures = Trainer(cfg, SemanticTask(SemanticOptions(data=cfg.data))).fit()
     rows = _rows(tmp_path / "exp")
     assert rows[0]["train/seg_loss"] > 0 and all(math.isfinite(v) for v in rows[0].values())
     assert 0 <= figures["metrics/mIoU"] <= 1

@@ -205,15 +205,16 @@ def test_create_dataloader_workers_and_distributed(tmp_path):
 def test_loader_options_from_flags_and_data_yaml_dirs(tmp_path):
     from utils.data.loader import LoaderOptions
     from utils.engine.config import TrainConfig
+    from utils.tasks import registry
     from utils.tasks.detect.task import DetectionTask
-    from utils.tasks.segment.task import SegmentationTask
+    from utils.tasks.segment.config import SegmentConfig
 
-    cfg = TrainConfig(imgsz=64, cache="ram", workers=0, seed=3, mask_ratio=2, no_overlap=True)
+    cfg = SegmentConfig(imgsz=64, cache="ram", workers=0, seed=3, mask_ratio=2, no_overlap=True)
     opts = LoaderOptions.from_config(cfg, {"images_dir": "leftImg8bit", "labels_dir": "boxes",
                                            "semantic": {"names": {0: "road"}}})
-    assert (opts.imgsz, opts.cache, opts.workers, opts.seed, opts.mask_ratio, opts.overlap) == (64, "ram", 0, 3, 2,
-                                                                                                 False)
-    assert (opts.images_dir, opts.labels_dir, opts.semantic) == ("leftImg8bit", "boxes", {"names": {0: "road"}})
+    assert (opts.imgsz, opts.cache, opts.workers, opts.seed) == (64, "ram", 0, 3)
+    assert (opts.images_dir, opts.labels_dir) == ("leftImg8bit", "boxes")
+    assert not hasattr(opts, "mask_ratio") and not hasattr(opts, "semantic")  # a task's own options stay with it
     assert LoaderOptions.from_config(TrainConfig()).cache is None and LoaderOptions().images_dir == "images"
     # a set whose image and label trees have other names, through a task's build_dataloader
     root = tmp_path / "city"
@@ -225,6 +226,7 @@ def test_loader_options_from_flags_and_data_yaml_dirs(tmp_path):
     assert (root / "boxes" / "train.cache").is_file() and ds.cache_mode == "ram"
     batch = next(iter(loader))
     assert set(batch) == {"img", "targets", "paths", "shapes"} and batch["img"].shape == (2, 3, 64, 64)
-    seg = SegmentationTask()
-    seg.build_dataloader(str(root / "leftImg8bit" / "train"), opts, HYP, 2, 32, "val")
+    seg = registry.entry("segment").build(cfg)  # the task, built once from the flags
+    _, seg_ds = seg.build_dataloader(str(root / "leftImg8bit" / "train"), opts, HYP, 2, 32, "val")
     assert (seg.mask_ratio, seg.overlap) == (2, False)  # the flags reach the task
+    assert (seg_ds.downsample_ratio, seg_ds.overlap) == (2, False)  # and its dataset

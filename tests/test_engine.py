@@ -191,7 +191,7 @@ def test_compiled_training_runs(tiny_data, tmp_path):
 
 @pytest.mark.parametrize("cfg", ["yolov5n.yaml", "yolov5n-seg.yaml"])
 def test_cpu_evaluation_in_chunks_equals_whole_batch(cfg, monkeypatch):
-    from models.yolo import build_model
+    from models.build import build_model
     from utils.engine import evaluator
     from utils.log import quiet
 

@@ -23,7 +23,7 @@ NAMES = {0: "rectangle", 1: "ellipse", 2: "triangle"}
 
 def make_checkpoint(kind: str, path: Path) -> Path:
     """A random-weight yolov5n detector, -seg model or -cls classifier (3 classes) saved as our checkpoint."""
-    from models.yolo import build_model
+    from models.build import build_model
     from utils.checkpoint import make_checkpoint as make
     from utils.checkpoint import save_checkpoint
     from utils.log import quiet
@@ -279,7 +279,7 @@ def test_detection_plus_semantic_exports_boxes_and_class_logits(tmp_path, log):
     """A -city model: output0 detections and output1 class logits, at two sizes through one dynamic ONNX file;
     seg_names travel in the metadata, so detect.py can colour and name the class map."""
     import export
-    from models.yolo import build_model
+    from models.build import build_model
     from utils.checkpoint import make_checkpoint as make
     from utils.checkpoint import save_checkpoint
     from utils.log import quiet

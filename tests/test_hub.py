@@ -507,7 +507,7 @@ def test_semantic_class_map_comes_back_at_image_size(factor):
 
 
 def test_a_real_detection_plus_semantic_checkpoint_gives_class_maps(tmp_path):
-    from models.yolo import build_model
+    from models.build import build_model
     from utils.checkpoint import make_checkpoint, save_checkpoint
     from utils.hub.create import custom
     from utils.log import quiet

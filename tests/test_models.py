@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 from conftest import FIXTURES, ROOT, need
 
+from models.build import build_model, main
 from models.common import Conv
 from models.heads import Detect, Segment
 from models.info import model_info
@@ -19,9 +20,7 @@ from models.yolo import (
     ClassificationModel,
     DetectionModel,
     SegmentationModel,
-    build_model,
     load_yaml_cfg,
-    main,
     parse_activation,
     parse_model,
 )

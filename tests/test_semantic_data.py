@@ -233,6 +233,9 @@ def test_mixed_label_kinds_and_collated_batch(tmp_path, log):
     assert kinds == {"s0": (True, True), "s1": (False, True), "s2": (True, False)}
     assert any("7/10 images with a semantic mask, 7/10 with box labels, 4 with both" in r.getMessage()
                for r in log.records)
+    no_mask = [r.getMessage() for r in log.records if "without a semantic mask" in r.getMessage()]
+    missing = sorted(Path(f).name for f, m in zip(ds.im_files, ds.has_semantic) if not m)
+    assert len(no_mask) == 1 and all(name in no_mask[0] for name in missing)  # each image without a mask named
     for i in range(len(ds)):  # mosaic and mixup partners share the image's label kinds
         own = kinds[Path(ds.im_files[i]).stem[:2]]
         assert {(ds.has_boxes[j], ds.has_semantic[j]) for j in ds.mosaic_pool(i)} == {own}

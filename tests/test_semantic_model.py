@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.build import build_model, main
 from models.common import Concat, Conv
 from models.heads import Detect
 from models.multitask import SemanticDetectionModel, descale_seg
@@ -29,9 +30,7 @@ from models.semantic import (
 )
 from models.yolo import (
     DetectionModel,
-    build_model,
     load_yaml_cfg,
-    main,
     parse_model,
     scale_img,
 )

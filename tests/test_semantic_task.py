@@ -50,7 +50,7 @@ def _rows(path: Path) -> list[dict]:
 
 # ---------------------------------------------------------------------------------------------- loss
 def test_loss_skips_the_head_an_image_is_not_labelled_for():
-    from models.yolo import build_model
+    from models.build import build_model
     from utils.log import quiet
     from utils.tasks.semantic.loss import SemanticDetectionLoss, pixel_ce
 
@@ -81,9 +81,9 @@ def test_loss_skips_the_head_an_image_is_not_labelled_for():
 def _score_label_logits(data_yaml: str, imgsz: int) -> dict:
     """Figures of logits made from each batch's letterboxed labels, scored against the full-size mask files."""
     from utils.data.loader import LoaderOptions
-    from utils.tasks.semantic.task import SemanticPrediction, SemanticTask
+    from utils.tasks.semantic.task import SemanticOptions, SemanticPrediction, SemanticTask
 
-    task = SemanticTask()
+    task = SemanticTask(SemanticOptions(data=data_yaml))
     data = task.check_data(data_yaml)
     opts = LoaderOptions(imgsz=imgsz, workers=0).with_data(data)
     loader, _ = task.build_dataloader(data["val"], opts, {}, 4, 32, mode="val")
@@ -185,7 +185,7 @@ def test_detect_writes_overlays_class_maps_and_a_video(trained, tmp_path, log):
 
 def test_submit_needs_cityscapes_classes_and_detectors_refuse_semantic_flags(trained, tiny_data, tmp_path, log):
     import detect
-    from models.yolo import build_model
+    from models.build import build_model
     from utils.checkpoint import make_checkpoint, save_checkpoint
 
     opt = detect.parse_opt(["--weights", str(trained / "weights" / "best.pt"), "--source", str(tmp_path),
@@ -199,12 +199,15 @@ def test_submit_needs_cityscapes_classes_and_detectors_refuse_semantic_flags(tra
                             "--submit"])
     with pytest.raises(SystemExit):
         run_main(detect.main, opt)
-    assert "these weights hold a detector" in log.text
+    assert "--submit is for semantic models" in log.text and "holds a 'detect' model" in log.text
 
 
 def test_train_picks_the_task_from_the_model(sem_data, tmp_path):
     from utils.engine.config import TrainConfig
-    from utils.tasks.semantic.task import pick_train_task
+    from utils.tasks.pick import task_for_training
+
+    def pick_train_task(cfg):
+        return task_for_training("train.py", cfg)[1]
 
     assert pick_train_task(TrainConfig(cfg="yolov5n-city.yaml")).name == "semantic"
     assert pick_train_task(TrainConfig(cfg="yolov5n.yaml")).name == "detect"

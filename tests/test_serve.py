@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -38,14 +40,14 @@ def weights(tmp_path_factory):
     return [write_checkpoint(d / "alpha.pt", sharp=True), write_checkpoint(d / "beta.pt", nc=3, seed=1, sharp=True)]
 
 
-@pytest.fixture(scope="module")
-def server(weights, tmp_path_factory):
-    """`python utils/serve.py ...` in its own process; yields its base URL, stops it at the end."""
+@contextlib.contextmanager
+def running_server(args: list[str], log_dir: Path):
+    """`python utils/serve.py ARGS` in its own process on a free local port; yields (base URL, process), stops it
+    afterwards."""
     port = free_port()
-    log = open(tmp_path_factory.mktemp("log") / "serve.log", "w+")
-    cmd = [sys.executable, str(ROOT / "utils/serve.py"), "--weights", *map(str, weights), "--host", "127.0.0.1",
-           "--port", str(port), "--device", "cpu", "--max-bytes", str(MAX_BYTES), "--max-pixels", str(MAX_PIXELS),
-           *(str(x) for kv in FLAGS.items() for x in kv)]
+    log = open(log_dir / "serve.log", "w+")
+    cmd = [sys.executable, str(ROOT / "utils/serve.py"), *map(str, args), "--host", "127.0.0.1", "--port", str(port),
+           "--device", "cpu"]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 240
@@ -60,10 +62,21 @@ def server(weights, tmp_path_factory):
             log.seek(0)
             pytest.fail(f"server did not start:\n{log.read()[-3000:]}")
         time.sleep(0.5)
-    yield url, proc
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
+    try:
+        yield url, proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def server(weights, tmp_path_factory):
+    """The server of two models with the test's limits and defaults; yields (base URL, process)."""
+    args = ["--weights", *weights, "--max-bytes", MAX_BYTES, "--max-pixels", MAX_PIXELS,
+            *(x for kv in FLAGS.items() for x in kv)]
+    with running_server(args, tmp_path_factory.mktemp("log")) as running:
+        yield running
 
 
 def post(url: str, model: str, files=None, **kw) -> httpx.Response:

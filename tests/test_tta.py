@@ -11,7 +11,7 @@ from tests.conftest import FIXTURES, need
 
 
 def _checkpoint(tmp_path: Path, cfg: str, nc: int) -> str:
-    from models.yolo import build_model
+    from models.build import build_model
     from utils.checkpoint import make_checkpoint, save_checkpoint
     from utils.log import quiet
 

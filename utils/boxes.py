@@ -107,17 +107,6 @@ def clip_boxes(boxes, shape: tuple[int, int]) -> None:
         boxes[..., [1, 3]] = boxes[..., [1, 3]].clip(0, h)
 
 
-def clip_segments(segments, shape: tuple[int, int]) -> None:
-    """Clip polygon points (n, 2) in place to an image of shape (h, w)."""
-    h, w = shape[:2]
-    if isinstance(segments, torch.Tensor):
-        segments[:, 0].clamp_(0, w)
-        segments[:, 1].clamp_(0, h)
-    else:
-        segments[:, 0] = segments[:, 0].clip(0, w)
-        segments[:, 1] = segments[:, 1].clip(0, h)
-
-
 def _gain_pad(img1_shape, img0_shape, ratio_pad):
     if ratio_pad is None:  # the letterbox that produced img1 from img0
         gain = min(img1_shape[0] / img0_shape[0], img1_shape[1] / img0_shape[1])
@@ -135,24 +124,6 @@ def scale_boxes(img1_shape, boxes, img0_shape, ratio_pad=None):
     boxes[..., :4] /= gain
     clip_boxes(boxes, img0_shape)
     return boxes
-
-
-def scale_segments(img1_shape, segments, img0_shape, ratio_pad=None, normalize: bool = False):
-    """Map polygon points from the letterboxed image back to the original, in place."""
-    gain, pad = _gain_pad(img1_shape, img0_shape, ratio_pad)
-    segments[:, 0] -= pad[0]
-    segments[:, 1] -= pad[1]
-    segments /= gain
-    clip_segments(segments, img0_shape)
-    if normalize:
-        segments[:, 0] /= img0_shape[1]
-        segments[:, 1] /= img0_shape[0]
-    return segments
-
-
-def box_area(box: torch.Tensor) -> torch.Tensor:
-    """Area of xyxy boxes (..., 4)."""
-    return (box[..., 2] - box[..., 0]) * (box[..., 3] - box[..., 1])
 
 
 def box_iou(box1: torch.Tensor, box2: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:

@@ -153,7 +153,7 @@ def checkpoint_kind(weights: str | Path) -> str | None:
 
 def build_from_checkpoint(ck: dict[str, Any], source: str | Path = "<checkpoint>", use_ema: bool = True):
     """Rebuild the model described by a checkpoint dict and load its weights (float32, strict)."""
-    from models.yolo import build_model
+    from models.build import build_model
 
     yaml = ck.get("model_yaml")
     if not isinstance(yaml, dict):
@@ -171,6 +171,8 @@ def build_from_checkpoint(ck: dict[str, Any], source: str | Path = "<checkpoint>
         model.seg_names = {int(k): v for k, v in (ck.get("seg_names") or {}).items()} or model.seg_names
     if ck.get("stride"):
         model.stride = torch.tensor(ck["stride"], dtype=torch.float32)
+    if ck.get("task") and ck["task"] != task_of(model):
+        model.task = str(ck["task"])  # a task of its own on a shared model class: the checkpoint names its kind
     return model
 
 

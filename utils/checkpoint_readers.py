@@ -21,7 +21,6 @@ from models.multiyolo import from_multiyolo_yaml, multiyolo_state_dict
 from utils.errors import UserError
 from utils.upstream_pickle import (
     UpstreamPickleError,
-    classify_yaml_from_stub,
     load_upstream,
     pickle_globals,
 )
@@ -98,8 +97,6 @@ def read_upstream(path: Path, multiyolo: bool = False) -> dict[str, Any]:
         raise CheckpointError(str(e)) from None
     src = up["ema"] if up.get("ema") is not None else up["model"]
     yaml, task = src["yaml"], src["task"]
-    if yaml is None and task == "classify":
-        yaml = classify_yaml_from_stub(src["module"], src["nc"])
     convert: Callable[[dict], dict] = _drop_derived
     if multiyolo:
         if not isinstance(yaml, dict):

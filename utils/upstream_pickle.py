@@ -374,6 +374,8 @@ def summarize_model(model: Any) -> dict:
     yaml = s.get("yaml")
     if nc is None and isinstance(yaml, dict):
         nc = yaml.get("nc")
+    if not isinstance(yaml, dict) and cls.rsplit(".", 1)[-1] == "ClassificationModel":
+        yaml = classify_yaml_from_stub(model, nc)  # upstream pickles no yaml for classifiers: rebuilt from the layers
     return {
         "class": cls,
         "task": _TASKS.get(cls.rsplit(".", 1)[-1], "detect"),

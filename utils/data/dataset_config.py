@@ -18,7 +18,9 @@ from pathlib import Path
 
 import yaml
 
-from utils.errors import UserError
+from utils.data.names import parse_names
+from utils.data.semantic_spec import SemanticSpec
+from utils.errors import DatasetError
 from utils.log import LOGGER
 from utils.paths import DATASETS_DIR, ROOT, find_file
 
@@ -26,10 +28,6 @@ REQUIRED_KEYS = ("train", "val", "names")
 SPLITS = ("train", "val", "test")
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 DOWNLOAD_TIMEOUT_S = 30
-
-
-class DatasetError(UserError, ValueError):
-    """A data YAML or the dataset it describes is unusable; the message is one line naming the file."""
 
 
 def _is_archive(name: str) -> bool:
@@ -80,22 +78,6 @@ def _read_yaml(file: Path) -> dict:
     if not isinstance(d, dict):
         raise DatasetError(f"{file}: expected a mapping with train/val/names keys")
     return d
-
-
-def parse_names(value, where: str, key: str = "'names'") -> dict[int, str]:
-    """Class names given as a list or {int: str} -> {int: str}; `key` is how messages name the YAML key."""
-    if isinstance(value, (list, tuple)):
-        names = {i: str(v) for i, v in enumerate(value)}
-    elif isinstance(value, dict):
-        bad = [k for k in value if not isinstance(k, int) or isinstance(k, bool)]
-        if bad:
-            raise DatasetError(f"{where}: {key} keys must be integers (e.g. 2: car), got {bad[0]!r}")
-        names = {int(k): str(v) for k, v in sorted(value.items())}
-    else:
-        raise DatasetError(f"{where}: {key} must be a list or a mapping of int to name, got {value!r}")
-    if not names:
-        raise DatasetError(f"{where}: {key} is empty")
-    return names
 
 
 def _dir_name(d: dict, key: str, name: str) -> str:
@@ -218,8 +200,6 @@ def check_dataset(data: str | Path | dict, autodownload: bool = True) -> dict:
     for k in ("images_dir", "labels_dir"):
         d[k] = _dir_name(d, k, name)
     if d.get("semantic") is not None:
-        from utils.data.semantic_spec import SemanticSpec  # it imports DatasetError from here
-
         # from_dict: a section this function already checked (with its derived nc) checks again unchanged
         d["semantic"] = SemanticSpec.from_dict(d["semantic"], d["images_dir"], name).to_dict()
     elif "semantic" in d:
@@ -242,3 +222,17 @@ def check_dataset(data: str | Path | dict, autodownload: bool = True) -> dict:
     if still:
         raise DatasetError(f"{name}: dataset not found at {', '.join(still)}")
     return d
+
+
+def semantic_spec(data: str | Path | dict) -> SemanticSpec | None:
+    """The data YAML's `semantic:` section, checked, without looking for the dataset itself; None when it has none."""
+    if isinstance(data, dict):
+        d, name = dict(data), str(data.get("yaml_file") or "data dict")
+    else:
+        if _is_archive(str(data)) and Path(data).is_file():
+            data = _yaml_from_archive(Path(data))
+        file = Path(os.path.abspath(find_file(data)))
+        d, name = _read_yaml(file), str(file)
+    if d.get("semantic") is None:
+        return None
+    return SemanticSpec.from_dict(d["semantic"], _dir_name(d, "images_dir", name), name)

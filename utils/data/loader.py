@@ -35,26 +35,21 @@ class LoaderOptions:
     image_weights: bool = False
     quad: bool = False
     seed: int = 0
-    mask_ratio: int | None = None  # instance segmentation; None: the task's own setting
-    overlap: bool | None = None
-    images_dir: str = "images"  # the data YAML's path rule (see the semantic data contract)
+    images_dir: str = "images"  # the data YAML's path rule (images_dir / labels_dir)
     labels_dir: str = "labels"
-    semantic: dict | None = None  # the checked `semantic:` section of the data YAML, None when the set has none
 
     @classmethod
     def from_config(cls, cfg: Any, data: dict | None = None) -> LoaderOptions:
         """From a TrainConfig (flags) and the checked data dict."""
-        ratio, no_overlap = getattr(cfg, "mask_ratio", None), getattr(cfg, "no_overlap", None)  # segmentation's
         opts = cls(imgsz=int(cfg.imgsz), single_cls=bool(cfg.single_cls), cache=cfg.cache or None, rect=bool(cfg.rect),
                    workers=int(cfg.workers), image_weights=bool(cfg.image_weights), quad=bool(cfg.quad),
-                   seed=int(cfg.seed), mask_ratio=None if ratio is None else int(ratio),
-                   overlap=None if no_overlap is None else not no_overlap)
+                   seed=int(cfg.seed))
         return opts.with_data(data or {})
 
     def with_data(self, data: dict) -> LoaderOptions:
-        """These options with the data YAML's path rule and semantic section."""
+        """These options with the data YAML's path rule."""
         return dataclasses.replace(self, images_dir=data.get("images_dir") or "images",
-                                   labels_dir=data.get("labels_dir") or "labels", semantic=data.get("semantic"))
+                                   labels_dir=data.get("labels_dir") or "labels")
 
 
 def find_images(path, prefix: str = "") -> list[str]:

@@ -2,9 +2,9 @@
 the raw value -> class id mapping. Every other module (check_dataset, SemanticDataset, the Cityscapes converter) goes
 through SemanticSpec.
 
-Contract: /work/briefs/SEMANTIC_DATA.md. An image path becomes its mask path by replacing the LAST `images_dir`
-component with `masks_dir` (utils.data.labels.swap_dir, the rule label files follow too), removing `image_suffix`
-from the end of the stem and appending `mask_suffix`. `masks_dir` may also be a relative path
+Contract: README.md, section 'Detection + semantic segmentation'. An image path becomes its mask path by replacing
+the LAST `images_dir` component with `masks_dir` (utils.data.labels.swap_dir, the rule label files follow too),
+removing `image_suffix` from the end of the stem and appending `mask_suffix`. `masks_dir` may also be a relative path
 (`../coco128-semantic/masks`: resolved from the folder that holds the replaced component, then normalised) or an
 absolute one, so masks can live beside another dataset root.
 
@@ -23,8 +23,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from utils.data.dataset_config import DatasetError, parse_names
 from utils.data.labels import swap_dir
+from utils.data.names import parse_names
+from utils.errors import DatasetError
 
 KNOWN_KEYS = ("masks_dir", "image_suffix", "mask_suffix", "names", "ignore_index", "id_map", "palette")
 MAX_MASK_VALUE = 65535  # masks are uint8 or uint16 PNGs

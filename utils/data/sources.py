@@ -60,8 +60,9 @@ def is_stream_source(source) -> bool:
     return False
 
 
-def _to_tensor_layout(im0: np.ndarray, img_size, stride: int, auto: bool, transforms) -> np.ndarray:
-    """Letterboxed CHW RGB contiguous uint8 (or whatever `transforms` makes of the BGR image)."""
+def to_model_input(im0: np.ndarray, img_size, stride: int, auto: bool, transforms) -> np.ndarray:
+    """One BGR image -> letterboxed CHW RGB contiguous uint8 (or whatever the task's `transforms` makes of it): the
+    preprocessing of the predict scripts and the hub alike."""
     if transforms is not None:
         return transforms(im0)
     im = letterbox(im0, img_size, stride=stride, auto=auto)[0]
@@ -163,7 +164,7 @@ class LoadImages:
                     LOGGER.warning(f"WARNING ⚠️ image {self.count}/{self.nf} {path}: cannot read or decode, skipped")
                     continue
                 s = f"image {self.count}/{self.nf} {path}: "
-                im = _to_tensor_layout(im0, self.img_size, self.stride, self.auto, self.transforms)
+                im = to_model_input(im0, self.img_size, self.stride, self.auto, self.transforms)
                 return path, im, im0, None, s
 
             self.mode = "video"
@@ -183,7 +184,7 @@ class LoadImages:
             self.frame += 1
             total = self.frames if self.frames >= self.frame else "?"
             s = f"video {self.count + 1}/{self.nf} (frame {self.frame}/{total}) {path}: "
-            im = _to_tensor_layout(im0, self.img_size, self.stride, self.auto, self.transforms)
+            im = to_model_input(im0, self.img_size, self.stride, self.auto, self.transforms)
             return path, im, im0, self.cap, s
         self._release()
         if self.skipped and self.count == self.nf:

@@ -1,7 +1,8 @@
 """One typed config for training: every train.py flag is a field here, and argparse is generated from it.
 
-Fields keep YOLOv5 v7.0's flag names and defaults; `flags` adds the aliases (`--img`, `--img-size`). Task scripts
-(segment/, classify/) reuse the same class and only override defaults, so a flag means the same thing everywhere.
+Fields keep YOLOv5 v7.0's flag names and defaults; `flags` adds the aliases (`--img`, `--img-size`). A task's train
+script uses a subclass that adds the flags only it has (utils/tasks/segment/config.py, utils/tasks/classify/config.py),
+so a shared flag means the same thing everywhere.
 """
 
 from __future__ import annotations
@@ -68,9 +69,6 @@ class TrainConfig:
     bbox_interval: int = _f(-1, "log validation images with predicted boxes every N epochs (-1: a tenth of training "
                                 "when W&B is on, else never; 0: never)", "--bbox_interval")
     upload_model: bool = _f(False, "W&B: log weights/best.pt as a model artifact at the end", "--upload_model")
-    # Task-specific switches are harmless elsewhere; keeping them here keeps one config for all tasks.
-    mask_ratio: int = _f(4, "instance segmentation: ground-truth mask downsample ratio")
-    no_overlap: bool = _f(False, "instance segmentation: one binary mask per object instead of an index map")
 
     def check(self) -> TrainConfig:
         """Every numeric flag in range, checked once before anything is built (one clear error otherwise)."""
@@ -85,7 +83,6 @@ class TrainConfig:
             (0.0 <= self.label_smoothing < 1.0, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
             (self.max_train_seconds >= 0, f"--max-train-seconds must be 0 (off) or more, got {self.max_train_seconds}"),
             (self.evolve >= 0, f"--evolve takes a number of generations >= 0, got {self.evolve}"),
-            (self.mask_ratio >= 1, f"--mask-ratio must be at least 1, got {self.mask_ratio}"),
         ]
         for ok, message in rules:
             if not ok:

@@ -18,7 +18,8 @@ import torch
 
 from utils.checkpoint import first_weights, local_weights
 from utils.device import select_device, time_sync
-from utils.engine.task import Task, check_model_task
+from utils.downloads import attempt_download
+from utils.engine.task import ImageResult, Task, add_task_arguments, check_model_task
 from utils.engine.validate import tta_allowed
 from utils.errors import ConfigError
 from utils.export.backend import backend_kind, load_backend, predict_imgsz
@@ -30,17 +31,17 @@ from utils.paths import increment_path
 class Renderer(Protocol):
     """A task's handling of one image's results (see utils/tasks/<task>/predictor.py)."""
 
-    def describe(self, result: Any) -> str:
+    def describe(self, result: ImageResult) -> str:
         """The log text for one image, e.g. '2 persons, 1 tie'."""
 
-    def render(self, result: Any, im: torch.Tensor, im0: np.ndarray, stem: str) -> np.ndarray:
-        """Map the result to the original image, write its text/crops, and return the drawing."""
+    def render(self, result: ImageResult, im0: np.ndarray, stem: str) -> np.ndarray:
+        """Write one image's results (already in its pixels: Task.to_original) as text/crops; return the drawing."""
 
     def close(self) -> None:
         """Work once every image is done (e.g. join the saved frames into a video)."""
 
 
-def add_predict_arguments(p: argparse.ArgumentParser, task: Task, weights: str, source: str, project: str,
+def add_predict_arguments(p: argparse.ArgumentParser, task: Task | type | list, weights: str, source: str, project: str,
                           imgsz: int = 640) -> argparse.ArgumentParser:
     """The flags every predict script takes (YOLOv5 v7.0 names), then the task's own."""
     p.add_argument("--weights", nargs="+", type=str, default=[weights], help="model path(s)")
@@ -58,7 +59,7 @@ def add_predict_arguments(p: argparse.ArgumentParser, task: Task, weights: str, 
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
     p.add_argument("--half", action="store_true", help="use FP16 half-precision inference (CUDA only)")
     p.add_argument("--vid-stride", type=int, default=1, help="video frame-rate stride")
-    task.add_predict_arguments(p)
+    add_task_arguments(p, task, "add_predict_arguments")
     return p
 
 
@@ -136,8 +137,9 @@ class Predictor:
                     p, im0, frame = Path(path), im0s.copy(), dataset.frame
                 stem = p.stem if dataset.mode == "image" else f"{p.stem}_{frame}"
                 s += "%gx%g " % im.shape[2:]
-                im0 = renderer.render(result, im, im0, stem)
-                s += renderer.describe(result)
+                result0 = self.task.to_original(result, tuple(im.shape[2:]), im0.shape[:2])
+                im0 = renderer.render(result0, im0, stem)
+                s += renderer.describe(result0)
                 if opt.view_img:
                     self.show(str(p), im0)
                 if save_img:

@@ -11,11 +11,14 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
+
+from utils.checkpoint import CheckpointError
+from utils.tasks import registry
 
 if TYPE_CHECKING:
     from utils.data.loader import LoaderOptions
@@ -46,6 +49,16 @@ class Metric:
 
     def finalize(self, save_dir: Path, plots: bool) -> None:
         """Write curves and matrices once the figures are computed."""
+
+
+class ImageResult(NamedTuple):
+    """One image's predictions in its own pixels: what the predict scripts draw, the hub returns and the server sends.
+    A task fills the fields it predicts."""
+
+    boxes: torch.Tensor | None = None  # (n, 6) x1, y1, x2, y2, conf, cls
+    masks: torch.Tensor | None = None  # (n, H, W) bool instance masks, one per box
+    class_map: torch.Tensor | None = None  # (H, W) class ids (uint8 up to 256 classes)
+    probs: torch.Tensor | None = None  # (nc,) class probabilities
 
 
 @dataclass
@@ -159,7 +172,8 @@ class Task:
         raise NotImplementedError
 
     # --- standalone validation (val.py and the task's own val script) ---------------------------
-    def add_val_arguments(self, p: argparse.ArgumentParser) -> None:
+    @classmethod
+    def add_val_arguments(cls, p: argparse.ArgumentParser) -> None:
         """Add the task's own val flags (the engine adds data, weights, batch, size, device and run-folder flags)."""
 
     def val_settings(self, opt: argparse.Namespace, data: dict, save_dir: Path) -> ValSettings:
@@ -170,7 +184,8 @@ class Task:
         """Work after the figures are computed (detection: write and score the COCO JSON)."""
 
     # --- prediction (the task's predict script) ----------------------------------------------------
-    def add_predict_arguments(self, p: argparse.ArgumentParser) -> None:
+    @classmethod
+    def add_predict_arguments(cls, p: argparse.ArgumentParser) -> None:
         """Add the task's own predict flags (the engine adds weights, source, size, device, saving and video)."""
 
     def data_names(self, data: str) -> dict[int, str]:
@@ -188,6 +203,16 @@ class Task:
     def normalize(self, img: torch.Tensor) -> torch.Tensor:
         """Inference input in 0-1 -> what the model takes (classification: ImageNet mean/std)."""
         return img
+
+    def to_original(self, result: Any, input_hw: tuple[int, int], shape0: tuple[int, int],
+                    content_hw: tuple[int, int] | None = None) -> ImageResult:
+        """One image's postprocess() result -> its predictions in the original image's pixels (shape0 = (h, w)).
+
+        input_hw is the model input's size; content_hw the part of it this image's letterbox fills (the hub pads
+        images of other sizes in one batch to the right and bottom), input_hw when None. The one place boxes are
+        scaled back and masks and class maps are resized, for the predict scripts, the hub and the server alike.
+        """
+        raise NotImplementedError
 
     def renderer(self, opt: argparse.Namespace, names: dict[int, str], save_dir: Path, model: Any) -> Any:
         """The object that describes, draws and writes one image's results (see engine/predictor.Renderer); `model`
@@ -209,22 +234,20 @@ class Task:
         """Save label and prediction mosaics of a validation batch."""
 
 
-# Which scripts serve each kind of model: named when a script is given weights of another kind.
-SCRIPTS = {"detect": "train.py, val.py, detect.py", "semantic": "train.py, val.py, detect.py",
-           "segment": "segment/train.py, segment/val.py, segment/predict.py",
-           "classify": "classify/train.py, classify/val.py, classify/predict.py"}
-
-
 def check_model_task(model: nn.Module, task: Task, weights: str | Path) -> None:
     """One clear error when the weights hold another kind of model than the script's task runs."""
-    from utils.checkpoint import CheckpointError
-
     kind = getattr(model, "task", None)  # exported (non-nn.Module) backends may not say
     if kind is not None and kind not in (task.serves or (task.name,)):
         raise CheckpointError(f"{weights}: a '{kind}' model, but this script runs '{task.name}' models; "
-                              f"use {SCRIPTS.get(kind, 'the matching script')}")
+                              f"use {registry.scripts_for(kind)}")
 
 
-def to_numpy_figures(figures: dict[str, float], names: tuple[str, ...]) -> np.ndarray:
-    """Figures in a fixed order, for results.csv and fitness."""
-    return np.array([figures.get(n, 0.0) for n in names], dtype=np.float64)
+def add_task_arguments(p: argparse.ArgumentParser, tasks: Any, method: str) -> None:
+    """Call each task's `method` (add_val_arguments or add_predict_arguments) on the parser. A script that runs
+    several tasks (detect.py: detection and detection + semantic) gets the flags of all; a task that builds on
+    another of them adds that one's flags itself (through super()), so the base is not asked twice."""
+    tasks = list(tasks) if isinstance(tasks, (list, tuple)) else [tasks]
+    classes = [t if isinstance(t, type) else type(t) for t in tasks]
+    for t, cls in zip(tasks, classes):
+        if not any(other is not cls and issubclass(other, cls) for other in classes):
+            getattr(t, method)(p)

@@ -39,7 +39,7 @@ from utils.engine.evaluator import TQDM_BAR, Evaluator
 from utils.engine.phases import PhaseClock, format_epoch
 from utils.engine.recipe import Recipe, choose_recipe, float_outputs, recipe_by_name
 from utils.engine.results import ResultsLog
-from utils.engine.resume import find_resume_checkpoint
+from utils.engine.resume import find_resume_checkpoint, resume_options
 from utils.engine.task import Task, TrainContext
 from utils.errors import ConfigError
 from utils.log import LOGGER, colorstr
@@ -172,11 +172,7 @@ class Trainer:
             return None
         last = find_resume_checkpoint(cfg.resume, cfg.project)
         ckpt = load_checkpoint(last)
-        opt = {**ckpt.get("opt", {}), "resume": str(last), "weights": str(last)}
-        for k in ("device", "workers", "max_train_seconds"):
-            opt[k] = getattr(cfg, k)
-        cls = type(cfg)  # a task's config subclass (classify's) keeps its own fields
-        self.cfg = cls(**{k: v for k, v in opt.items() if k in cls.__dataclass_fields__})
+        self.cfg = resume_options(cfg, ckpt, last)
         self.save_dir = Path(last).parent.parent
         LOGGER.info(f"Resuming training from {last} (epoch {ckpt['epoch'] + 1})")
         return ckpt

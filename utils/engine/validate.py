@@ -9,14 +9,14 @@ from utils.checkpoint import first_weights, local_weights
 from utils.data.loader import LoaderOptions
 from utils.device import select_device
 from utils.engine.evaluator import EvalResult, Evaluator
-from utils.engine.task import Task, check_model_task
+from utils.engine.task import Task, add_task_arguments, check_model_task
 from utils.errors import ConfigError
 from utils.export.backend import load_backend, val_imgsz
 from utils.log import LOGGER, colorstr
 from utils.paths import increment_path
 
 
-def add_val_arguments(p: argparse.ArgumentParser, task: Task, data: str, weights: str, project: str,
+def add_val_arguments(p: argparse.ArgumentParser, task: Task | type | list, data: str, weights: str, project: str,
                       batch_size: int = 32, imgsz: int = 640) -> argparse.ArgumentParser:
     """The flags every validation takes (YOLOv5 v7.0 names), then the task's own (thresholds, saving, ...)."""
     p.add_argument("--data", type=str, default=data, help="dataset.yaml path (classification: a folder)")
@@ -29,7 +29,7 @@ def add_val_arguments(p: argparse.ArgumentParser, task: Task, data: str, weights
     p.add_argument("--name", default="exp", help="save to project/name")
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
     p.add_argument("--half", action="store_true", help="use FP16 half-precision inference (CUDA only)")
-    task.add_val_arguments(p)
+    add_task_arguments(p, task, "add_val_arguments")
     return p
 
 

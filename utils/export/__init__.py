@@ -1,36 +1,9 @@
 """Model export (export.py) and running exported models (utils/export/backend.py).
 
-The format table below is the one list of what this toolkit exports; export_weights() and export_model() in
+The format table (formats.py) is the one list of what this toolkit exports; export_weights() and export_model() in
 exporter.py are the entries export.py and Python code call.
 """
 
 from __future__ import annotations
 
-import importlib.util
-
-from utils.checkpoint import CheckpointError
-
-# name, --include argument, file suffix (or folder ending), runs on CPU, runs on GPU, Python package it needs
-FORMATS = (
-    ("PyTorch", "-", ".pt", True, True, "torch"),
-    ("TorchScript", "torchscript", ".torchscript", True, True, "torch"),
-    ("ONNX", "onnx", ".onnx", True, True, "onnx"),
-    ("OpenVINO", "openvino", "_openvino_model", True, False, "openvino"),
-)
-
-
-class ExportError(CheckpointError):
-    """An export that could not be made or does not reproduce the PyTorch model (printed as one line by the CLI)."""
-
-
-def export_formats() -> list[dict]:
-    """The format table as dicts, with whether the package each format needs is installed here."""
-    keys = ("format", "argument", "suffix", "cpu", "gpu", "package")
-    return [{**dict(zip(keys, row)), "available": importlib.util.find_spec(row[5]) is not None} for row in FORMATS]
-
-
-def run_export(**kwargs):
-    """export.py's Python entry: export_weights(weights=..., include=[...], ...) (see utils/export/exporter.py)."""
-    from utils.export.exporter import export_weights
-
-    return export_weights(**kwargs)
+from utils.export.formats import FORMATS, ExportError, export_formats  # noqa: F401  (the package's API)

@@ -10,6 +10,7 @@ validation loss) come back as empty lists, so code that splits or concatenates o
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from models.ensemble import Ensemble
 from utils.checkpoint import CheckpointError, checkpoint_kind, load_model
 from utils.export import metadata
 from utils.log import LOGGER
+from utils.tasks import registry
 
 
 class BackendError(CheckpointError):
@@ -243,8 +245,8 @@ def _onnx(path: Path, device: torch.device) -> ExportedModel:
         raise BackendError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0][:200]})") from None
     props = session.get_modelmeta().custom_metadata_map
     inp, outs = session.get_inputs()[0], [o.name for o in session.get_outputs()]
-    if "task" not in props:  # an upstream export: its outputs tell the task
-        props = {**props, "task": '"segment"' if len(outs) == 2 else '"detect"'}
+    if "task" not in props:  # an upstream export: its number of outputs tells the task
+        props = {**props, "task": json.dumps(registry.kind_from_upstream_outputs(len(outs)))}
     meta = metadata.from_props(props)
     dtype = np.float16 if "float16" in inp.type else np.float32
     b, _, h, w = inp.shape

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from utils.export import ExportError
+from utils.export.formats import ExportError
 
 TOLERANCE = 1e-3  # largest difference allowed on any output (fp32), relative above 1; fp16: 1e-2 of the scale
 RUNTIMES = {"torchscript": "torch.jit", "onnx": "onnxruntime", "openvino": "OpenVINO"}

@@ -3,6 +3,7 @@ against PyTorch, and report time, size and the largest difference."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import time
@@ -10,17 +11,16 @@ from pathlib import Path
 
 import torch
 
-from utils.export import FORMATS, ExportError, export_formats, metadata
+from utils.export import metadata
 from utils.export.check import RUNTIMES, max_difference, tolerance
+from utils.export.formats import FORMATS, ExportError, export_formats
 from utils.export.prepare import describe_outputs, prepare_model
 from utils.log import LOGGER, colorstr
+from utils.tasks import registry
 
 # Formats upstream YOLOv5 v7.0 exports that this toolkit does not: named so the error says so rather than "unknown".
 UPSTREAM_ONLY = {"engine": "TensorRT", "coreml": "CoreML", "saved_model": "TF SavedModel", "pb": "TF GraphDef",
                  "tflite": "TF Lite", "edgetpu": "TF Edge TPU", "tfjs": "TF.js", "paddle": "PaddlePaddle"}
-# The scripts that run each task's exports, for the closing hint.
-SCRIPTS = {"detect": ("detect.py", "val.py"), "segment": ("segment/predict.py", "segment/val.py"),
-           "classify": ("classify/predict.py", "classify/val.py")}
 
 
 def check_include(include: list[str] | tuple[str, ...] | str) -> list[str]:
@@ -137,12 +137,8 @@ def export_model(model: torch.nn.Module, file: str | Path, include=("torchscript
 
 
 def names_from_data(data: str | Path) -> dict[int, str]:
-    """Class names from a data YAML (its `names`) or a classification folder (its class folders)."""
+    """Class names from a data YAML (its `names`); a classification folder's names come from its task (export.py)."""
     p = Path(data)
-    if p.is_dir():
-        from utils.tasks.classify.dataset import check_classify_data
-
-        return check_classify_data(str(p))["names"]
     if not p.is_file():
         raise FileNotFoundError(f"--data {data} not found")
     import yaml
@@ -156,8 +152,9 @@ def names_from_data(data: str | Path) -> dict[int, str]:
 def export_weights(weights: str | Path = "yolov5s.pt", include=("torchscript",), imgsz=(640, 640),
                    batch_size: int = 1, device: str = "cpu", half: bool = False, inplace: bool = False,
                    optimize: bool = False, dynamic: bool = False, simplify: bool = False, opset: int = 12,
-                   data: str | Path = "") -> dict[str, Path]:
-    """export.py: load a checkpoint (ours or upstream's) and export it; returns {format: path}."""
+                   data: str | Path = "", names: dict[int, str] | None = None) -> dict[str, Path]:
+    """export.py: load a checkpoint (ours or upstream's) and export it; returns {format: path}. Class names: `names`,
+    else --data's, else the model's."""
     from utils.checkpoint import load_model
     from utils.device import select_device
     from utils.downloads import attempt_download
@@ -168,9 +165,9 @@ def export_weights(weights: str | Path = "yolov5s.pt", include=("torchscript",),
     dev = select_device(device)
     check_options(imgsz, batch_size, dev, half, dynamic, optimize)
     model = load_model(file, device=dev, fuse=True, inplace=inplace)
-    names = dict(model.names)
-    if data:
-        names = names_from_data(data)
+    given = names or (names_from_data(data) if data else None)
+    names = dict(given or model.names)
+    if given:
         if len(names) != int(getattr(model, "nc", len(names))):
             raise ExportError(f"--data {data} names {len(names)} classes, {file} predicts {model.nc}")
     results = export_model(model, file, include, imgsz, batch_size, dev, half, dynamic, simplify, opset, optimize,
@@ -179,9 +176,9 @@ def export_weights(weights: str | Path = "yolov5s.pt", include=("torchscript",),
     last = list(results.values())[-1]
     lines = [f"\nExport complete ({time.perf_counter() - t:.1f}s)",
              f"Results saved to {colorstr('bold', str(file.parent.resolve()))}"]
-    if task in SCRIPTS:
-        predict, val = SCRIPTS[task]
-        lines += [f"Predict:         python {predict} --weights {last}",
-                  f"Validate:        python {val} --weights {last}"]
+    with contextlib.suppress(registry.TaskLookupError):
+        scripts = registry.for_kind(task).scripts
+        lines += [f"Predict:         python {scripts.predict} --weights {last}",
+                  f"Validate:        python {scripts.val} --weights {last}"]
     LOGGER.info("\n".join(lines))
     return results

@@ -14,12 +14,11 @@ from typing import Any
 
 import torch
 
+from utils.tasks import registry
+
 FORMAT = "mt-yolov5"
 VERSION = 1
 TS_EXTRA = "config.txt"  # the TorchScript extra file, as upstream names it
-# What a classifier expects in front of it: the centre crop, RGB in 0-1, then ImageNet's statistics.
-CLASSIFY_PREPROCESS = {"crop": "center", "channels": "RGB", "scale": 1 / 255,
-                       "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
 
 def model_task(model: torch.nn.Module) -> str:
@@ -27,6 +26,14 @@ def model_task(model: torch.nn.Module) -> str:
     from utils.checkpoint import task_of
 
     return str(getattr(model, "task", None) or task_of(model))
+
+
+def _task_hooks(kind: str, hook: str) -> dict[str, Any]:
+    """A registered task's metadata hook for models of `kind` ({} when no task serves that kind)."""
+    try:
+        return dict(getattr(registry.for_kind(kind), hook))
+    except registry.TaskLookupError:
+        return {}
 
 
 def build_metadata(model: torch.nn.Module, names: dict[int, str], imgsz: list[int], batch: int, dynamic: bool,
@@ -43,8 +50,7 @@ def build_metadata(model: torch.nn.Module, names: dict[int, str], imgsz: list[in
     head = model.model[-1] if hasattr(model, "model") and len(getattr(model, "model", [])) else None
     if getattr(head, "nm", None):
         meta["nm"] = int(head.nm)  # mask coefficients per detection, after the class scores
-    if task == "classify":
-        meta["preprocess"] = dict(CLASSIFY_PREPROCESS)
+    meta.update(_task_hooks(task, "export_meta"))  # what the task's models carry (a classifier: its preprocessing)
     if getattr(model, "seg_names", None):  # detection + semantic: the class-map classes travel too
         meta["seg_names"] = {int(k): str(v) for k, v in model.seg_names.items()}
     return meta
@@ -66,9 +72,12 @@ def normalize(meta: dict[str, Any]) -> dict[str, Any]:
     meta.setdefault("batch", shape[0])
     meta.setdefault("dynamic", False)
     meta.setdefault("task", "detect")
-    if "eval_layout" not in meta:  # files without it (upstream's): the raw maps an export leaves out come last
-        meta.setdefault("eval_tail", 1 if meta["task"] in ("detect", "segment") else 0)
-    meta.setdefault("tensor_output", meta["task"] == "classify")
+    # files without our keys (upstream's): the task says where the raw maps an export leaves out sit, and whether
+    # the model gives one tensor
+    upstream = {"eval_tail": 0, "tensor_output": False, **_task_hooks(meta["task"], "upstream_meta")}
+    if "eval_layout" not in meta:
+        meta.setdefault("eval_tail", upstream["eval_tail"])
+    meta.setdefault("tensor_output", upstream["tensor_output"])
     meta.setdefault("half", False)
     return meta
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from utils.export import ExportError, metadata
+from utils.export import metadata
+from utils.export.formats import ExportError
 from utils.export.prepare import dynamic_axes
 from utils.log import LOGGER
 

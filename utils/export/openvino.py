@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from utils.export import ExportError
+from utils.export.formats import ExportError
 from utils.export.onnx import export_onnx
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from models.yolo import ClassificationModel, DetectionModel, build_model
+from models.build import build_model
+from models.yolo import ClassificationModel, DetectionModel
 from utils.checkpoint import intersect_state_dict, load_checkpoint, load_model, prepare_inference
 from utils.device import select_device
 from utils.downloads import attempt_download

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from utils.log import LOGGER, colorstr
-from utils.loggers import Backend, run_images
+from utils.loggers.backend import Backend, run_images
 
 
 def start(cfg: Any, save_dir: Path) -> Backend | None:

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from utils.log import LOGGER, colorstr
-from utils.loggers import Backend, run_images
+from utils.loggers.backend import Backend, run_images
 
 PREFIX = colorstr("Weights & Biases: ")
 DEFAULT_HOSTS = ["api.forge.coreweave.com", "api.wandb.ai"]

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from utils.engine.task import ImageResult
+
 
 def top5(prob: torch.Tensor) -> list[int]:
     """Indices of the (at most) five most probable classes, best first."""
@@ -22,17 +24,19 @@ class ClassifyRenderer:
     def __init__(self, opt: argparse.Namespace, names: dict[int, str], save_dir: Path):
         self.opt, self.names, self.save_dir = opt, names, save_dir
 
-    def describe(self, prob: torch.Tensor) -> str:
+    def describe(self, result: ImageResult) -> str:
         """'name p, name p, ...' for the five most probable classes."""
+        prob = result.probs
         return ", ".join(f"{self.names.get(j, j)} {prob[j]:.2f}" for j in top5(prob))
 
     def close(self) -> None:
         """Nothing to finish."""
 
-    def render(self, prob: torch.Tensor, im: torch.Tensor, im0: np.ndarray, stem: str) -> np.ndarray:
+    def render(self, result: ImageResult, im0: np.ndarray, stem: str) -> np.ndarray:
         """Write the top-5 lines (and with --save-txt to labels/<stem>.txt); returns the drawing."""
         from utils.plots import Annotator
 
+        prob = result.probs
         lines = [f"{prob[j]:.2f} {self.names.get(j, j)}" for j in top5(prob)]
         if self.opt.save_txt:
             with open(self.save_dir / "labels" / f"{stem}.txt", "a") as f:

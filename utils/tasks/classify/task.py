@@ -18,13 +18,19 @@ import torch
 from torch import nn
 
 from utils.data.loader import LoaderOptions
-from utils.engine.task import Task, ValSettings
+from utils.engine.task import ImageResult, Task, ValSettings
 from utils.tasks.classify.metric import ClsMetric
+from utils.tasks.classify.transforms import IMAGENET_MEAN, IMAGENET_STD
+from utils.tasks.registry import Scripts, TaskEntry, register
 
-# Upstream's fixed classify/train.py settings, plus our augmentation strengths (see transforms_classify.py).
+# Upstream's fixed classify/train.py settings, plus our augmentation strengths (see utils/tasks/classify/transforms.py).
 CLASSIFY_HYP = {"lr0": 0.001, "lrf": 0.01, "momentum": 0.9, "weight_decay": 5e-5, "warmup_epochs": 0.0,
                 "warmup_momentum": 0.9, "warmup_bias_lr": 0.0, "nbs": 0, "cutoff": None, "dropout": None,
                 "scale": [0.08, 1.0], "fliplr": 0.5, "jitter": 0.4}
+# What a classifier expects in front of it, written into its exports: the centre crop, RGB in 0-1, then ImageNet's
+# statistics.
+CLASSIFY_PREPROCESS = {"crop": "center", "channels": "RGB", "scale": 1 / 255,
+                       "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
 
 
 class ClassificationTask(Task):
@@ -102,7 +108,8 @@ class ClassificationTask(Task):
             return list(torch.softmax(preds.float(), 1))
         return preds.argsort(1, descending=True)[:, :5]
 
-    def add_val_arguments(self, p: argparse.ArgumentParser) -> None:
+    @classmethod
+    def add_val_arguments(cls, p: argparse.ArgumentParser) -> None:
         """classify/val.py's own flags (YOLOv5 v7.0)."""
         p.add_argument("--verbose", nargs="?", const=True, default=True, help="per-class rows (--verbose False: none)")
         p.add_argument("--dnn", action="store_true", help="accepted for compatibility (OpenCV DNN is not used)")
@@ -116,7 +123,8 @@ class ClassificationTask(Task):
 
         return check_classify_data(data)["names"]
 
-    def add_predict_arguments(self, p: argparse.ArgumentParser) -> None:
+    @classmethod
+    def add_predict_arguments(cls, p: argparse.ArgumentParser) -> None:
         """classify/predict.py's compatibility flags (upstream's; nothing to do here)."""
         p.add_argument("--update", action="store_true", help="accepted for compatibility (nothing to update)")
         p.add_argument("--dnn", action="store_true", help="accepted for compatibility (OpenCV DNN is not used)")
@@ -137,11 +145,14 @@ class ClassificationTask(Task):
 
     def normalize(self, img: torch.Tensor) -> torch.Tensor:
         """ImageNet mean/std on the 0-1 batch, as upstream's ToTensor + Normalize."""
-        from utils.tasks.classify.transforms import IMAGENET_MEAN, IMAGENET_STD
-
         mean = torch.tensor(IMAGENET_MEAN, device=img.device, dtype=img.dtype).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=img.device, dtype=img.dtype).view(1, 3, 1, 1)
         return (img - mean) / std
+
+    def to_original(self, probs: torch.Tensor, input_hw: tuple[int, int], shape0: tuple[int, int],
+                    content_hw: tuple[int, int] | None = None) -> ImageResult:
+        """Class probabilities belong to the whole image: nothing to map."""
+        return ImageResult(probs=probs)
 
     def renderer(self, opt: argparse.Namespace, names: dict[int, str], save_dir: Path, model: Any) -> Any:
         from utils.tasks.classify.predictor import ClassifyRenderer
@@ -156,10 +167,15 @@ class ClassificationTask(Task):
 
     def plot_train_batch(self, batch: dict, fname: Path, names: dict[int, str] | None = None) -> None:
         from utils.plots import plot_images
-        from utils.tasks.classify.transforms import IMAGENET_MEAN, IMAGENET_STD
 
         mean = torch.tensor(IMAGENET_MEAN, device=batch["img"].device).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=batch["img"].device).view(1, 3, 1, 1)
         img = (batch["img"].float() * std + mean).clamp(0, 1)
         paths = [(names or {}).get(int(c), str(int(c))) for c in batch["cls"].tolist()]  # the label as the caption
         plot_images(img, None, paths, fname)
+
+
+register(TaskEntry(name="classify", task=ClassificationTask,
+                   scripts=Scripts("classify/train.py", "classify/val.py", "classify/predict.py"),
+                   export_meta={"preprocess": CLASSIFY_PREPROCESS}, upstream_meta={"tensor_output": True},
+                   hub_size=224))

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.boxes import scale_boxes, xyxy2xywh
+from utils.boxes import xyxy2xywh
+from utils.engine.task import ImageResult
 
 
 def add_detection_predict_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,9 +41,9 @@ class DetectRenderer:
     def __init__(self, opt: argparse.Namespace, names: dict[int, str], save_dir: Path):
         self.opt, self.names, self.save_dir = opt, names, save_dir
 
-    def describe(self, det: torch.Tensor) -> str:
+    def describe(self, result: ImageResult) -> str:
         """Counts per class."""
-        return count_classes(det[:, 5], self.names)
+        return count_classes(result.boxes[:, 5], self.names)
 
     def close(self) -> None:
         """--save-as-video: the saved images, in natural order, as <run folder>/<run name>.mp4."""
@@ -54,14 +55,15 @@ class DetectRenderer:
             out = frames_to_video(self.save_dir, self.save_dir / f"{self.save_dir.name}.mp4", fps=self.opt.fps)
             LOGGER.info(f"Saved the frames as {out}")
 
-    def render(self, det: torch.Tensor, im: torch.Tensor, im0: np.ndarray, stem: str) -> np.ndarray:
-        """Boxes in original-image pixels: written (--save-txt, --save-crop) and drawn."""
+    def render(self, result: ImageResult, im0: np.ndarray, stem: str) -> np.ndarray:
+        """The task's ImageResult (boxes in original-image pixels): written (--save-txt, --save-crop) and drawn."""
         from utils.plots import Annotator
 
         annotator = Annotator(im0, line_width=self.opt.line_thickness, example=str(self.names))
+        det = result.boxes
         if len(det):
-            det = det[:, :6].clone()
-            det[:, :4] = scale_boxes(im.shape[2:], det[:, :4], im0.shape).round()
+            det = det.clone()
+            det[:, :4] = det[:, :4].round()  # whole pixels, as upstream writes and draws them
             if self.opt.save_txt:
                 self.write_labels(det, im0.shape, stem)
             if self.opt.save_crop:

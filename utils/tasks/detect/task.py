@@ -11,10 +11,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from utils.boxes import scale_boxes
 from utils.data.loader import LoaderOptions
-from utils.engine.task import Task, TrainContext, ValSettings
+from utils.engine.task import ImageResult, Task, TrainContext, ValSettings
 from utils.log import LOGGER
 from utils.tasks.detect.metric import DetMetric
+from utils.tasks.registry import Scripts, TaskEntry, register
 
 
 class DetectionTask(Task):
@@ -33,7 +35,8 @@ class DetectionTask(Task):
         return check_dataset(data)
 
     def build_model(self, cfg: str | dict, nc: int, hyp: dict | None = None) -> nn.Module:
-        from models.yolo import build_model, load_yaml_cfg
+        from models.build import build_model
+        from models.yolo import load_yaml_cfg
 
         anchors = (hyp or {}).get("anchors")
         if anchors:  # hyp 'anchors: N' asks for N placeholder anchors per level, fitted later by AutoAnchor
@@ -98,7 +101,8 @@ class DetectionTask(Task):
             h, w = batch["img"].shape[2:]
             t[:, 2:6] *= torch.tensor((w, h, w, h), device=t.device)
             labels = [t[t[:, 0] == i, 1:6] for i in range(batch["img"].shape[0])]
-        return non_max_suppression(preds, conf_thres, iou_thres, classes=classes, labels=labels,
+        # float32: under AMP or .half() boxes arrive in fp16, whose box areas overflow beyond 256 px sides
+        return non_max_suppression(preds.float(), conf_thres, iou_thres, classes=classes, labels=labels,
                                    multi_label=multi_label, agnostic=agnostic, max_det=max_det, nm=nm)
 
     def val_post_kw(self, data: dict, training: bool) -> dict:
@@ -107,7 +111,8 @@ class DetectionTask(Task):
         return {"conf_thres": 0.001, "iou_thres": 0.65 if (is_coco and not training) else 0.6, "max_det": 300}
 
     # ------------------------------------------------------------------------------------------ validation
-    def add_val_arguments(self, p: argparse.ArgumentParser) -> None:
+    @classmethod
+    def add_val_arguments(cls, p: argparse.ArgumentParser) -> None:
         """val.py's detection flags (YOLOv5 v7.0 names and defaults)."""
         p.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold")
         p.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
@@ -160,7 +165,8 @@ class DetectionTask(Task):
 
         return check_dataset(data, autodownload=False)["names"]  # names only: never download a set for them
 
-    def add_predict_arguments(self, p: argparse.ArgumentParser) -> None:
+    @classmethod
+    def add_predict_arguments(cls, p: argparse.ArgumentParser) -> None:
         from utils.tasks.detect.predictor import add_detection_predict_arguments
 
         add_detection_predict_arguments(p)
@@ -169,6 +175,18 @@ class DetectionTask(Task):
         """detect.py's NMS: one label per box (upstream's predict setting), optional class filter."""
         return {"conf_thres": opt.conf_thres, "iou_thres": opt.iou_thres, "max_det": opt.max_det,
                 "classes": opt.classes, "agnostic": opt.agnostic_nms, "multi_label": False}
+
+    def to_original(self, det: torch.Tensor, input_hw: tuple[int, int], shape0: tuple[int, int],
+                    content_hw: tuple[int, int] | None = None) -> ImageResult:
+        """Boxes (n, 6) scaled from the letterboxed input to the original image."""
+        return ImageResult(boxes=self.boxes_to_original(det, content_hw or input_hw, shape0))
+
+    @staticmethod
+    def boxes_to_original(det: torch.Tensor, content_hw: tuple[int, int], shape0: tuple[int, int]) -> torch.Tensor:
+        """The (n, 6) rows with their boxes mapped through the letterbox onto the original image (a copy)."""
+        det = det[:, :6].clone()
+        scale_boxes(tuple(content_hw), det[:, :4], shape0)
+        return det
 
     def renderer(self, opt: argparse.Namespace, names: dict[int, str], save_dir: Path, model: Any) -> Any:
         from utils.tasks.detect.predictor import DetectRenderer
@@ -228,3 +246,7 @@ class DetectionTask(Task):
 
             rows[:, 2:6] = xyxy2xywh(rows[:, 2:6])
         plot_images(batch["img"], rows[:, :7], batch["paths"], save_dir / f"val_batch{index}_pred.jpg", names=names)
+
+
+register(TaskEntry(name="detect", task=DetectionTask, scripts=Scripts("train.py", "val.py", "detect.py"),
+                   upstream_meta={"eval_tail": 1}, upstream_outputs=1))

@@ -7,38 +7,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.boxes import scale_boxes
+from utils.engine.task import ImageResult
 from utils.tasks.detect.predictor import DetectRenderer
-from utils.tasks.segment.masks import masks2segments, process_mask, process_mask_native, unletterbox
+from utils.tasks.segment.masks import masks2segments
 
 
 class SegmentRenderer(DetectRenderer):
     """Masks assembled for the original image (native with --retina-masks, else at input size, un-letterboxed)."""
 
-    def describe(self, pred) -> str:
-        """Counts per class, as detection."""
-        return super().describe(pred.det)
-
-    def render(self, pred, im: torch.Tensor, im0: np.ndarray, stem: str) -> np.ndarray:
+    def render(self, result: ImageResult, im0: np.ndarray, stem: str) -> np.ndarray:
         """Masks blended under the boxes; --save-txt writes one polygon per mask instead of a box."""
         from utils.plots import Annotator, colors
 
-        det = pred.det
+        det0, masks = result.boxes, result.masks
         annotator = Annotator(im0, line_width=self.opt.line_thickness, example=str(self.names))
-        if not len(det):
+        if not len(det0):
             return annotator.result()
-        boxes0 = scale_boxes(im.shape[2:], det[:, :4].clone(), im0.shape).round()
-        if self.opt.retina_masks:
-            masks = process_mask_native(pred.proto, pred.coefs, boxes0, im0.shape[:2])
-        else:
-            masks = process_mask(pred.proto, pred.coefs, det[:, :4], im.shape[2:], upsample=True)
-            masks = unletterbox(masks, im0.shape[:2]).gt_(0.5)
-        det0 = torch.cat((boxes0, det[:, 4:6]), 1)
+        det0 = torch.cat((det0[:, :4].round(), det0[:, 4:6]), 1)
         if self.opt.save_txt:
             self.write_polygons(det0, masks, im0.shape[:2], stem)
         if self.opt.save_crop:
             self.save_crops(det0, im0, stem)
-        annotator.masks(masks.cpu().numpy(), [colors(int(c), True) for c in det[:, 5].tolist()], alpha=0.5)
+        annotator.masks(masks.cpu().numpy(), [colors(int(c), True) for c in det0[:, 5].tolist()], alpha=0.5)
         self.draw_boxes(annotator, det0)
         return annotator.result()
 

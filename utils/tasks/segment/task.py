@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -11,12 +12,28 @@ import torch
 from torch import nn
 
 from utils.data.loader import LoaderOptions
-from utils.engine.task import ValSettings
+from utils.engine.task import ImageResult
+from utils.errors import ConfigError
 from utils.log import LOGGER
 from utils.tasks.detect.task import DetectionTask
+from utils.tasks.registry import Scripts, TaskEntry, register
 from utils.tasks.segment.metric import SegMetric
 
 NM = 32  # mask coefficients per detection (the Segment head's nm)
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """Instance segmentation's own flags (segment/train.py: --mask-ratio, --no-overlap; val and predict:
+    --retina-masks)."""
+
+    mask_ratio: int = 4  # ground-truth masks at 1/mask_ratio of the input
+    no_overlap: bool = False  # one binary mask per object instead of one index map per image
+    retina_masks: bool = False  # predicted masks at input resolution (else at prototype resolution, as upstream's val)
+
+    def __post_init__(self):
+        if int(self.mask_ratio) < 1:
+            raise ConfigError(f"--mask-ratio must be at least 1, got {self.mask_ratio}")
 
 
 class SegPrediction(NamedTuple):
@@ -29,12 +46,8 @@ class SegPrediction(NamedTuple):
 
 
 class SegmentationTask(DetectionTask):
-    """Boxes and instance masks from a Segment head, trained with box/seg/obj/cls losses, scored by box and mask AP.
-
-    overlap: ground-truth masks as one index map per image (else one binary mask per object); mask_ratio: their
-    downsampling; retina_masks: predicted masks at input resolution (else at prototype resolution, as upstream's val).
-    A training config's --mask-ratio / --no-overlap override the constructor values when the loaders are built.
-    """
+    """Boxes and instance masks from a Segment head, trained with box/seg/obj/cls losses, scored by box and mask AP
+    (its options: SegmentOptions)."""
 
     name = "segment"
     tta = False  # flipped/scaled passes would need their prototypes merged too: not done (upstream crashes)
@@ -43,16 +56,14 @@ class SegmentationTask(DetectionTask):
     metric_names = SegMetric.names
     fitness_weights = (0.0, 0.0, 0.1, 0.9, 0.0, 0.0, 0.1, 0.9)  # box P R mAP50 mAP50-95, then mask
 
-    def __init__(self, overlap: bool = True, mask_ratio: int = 4, retina_masks: bool = False):
-        self.overlap, self.mask_ratio, self.retina_masks = overlap, int(mask_ratio), retina_masks
+    def __init__(self, options: SegmentOptions = SegmentOptions()):
+        self.options = options
+        self.overlap, self.mask_ratio, self.retina_masks = not options.no_overlap, int(options.mask_ratio), \
+            options.retina_masks
 
     # ------------------------------------------------------------------------------------------ data
     def build_dataloader(self, path: Any, opts: LoaderOptions, hyp: dict, batch_size: int, stride: int, mode: str,
                          rank: int = -1, nc: int | None = None):
-        if opts.mask_ratio is not None:
-            self.mask_ratio = int(opts.mask_ratio)
-        if opts.overlap is not None:
-            self.overlap = bool(opts.overlap)
         if opts.quad:
             if mode == "train":
                 LOGGER.warning("WARNING ⚠️ --quad is not supported for instance segmentation, ignoring it")
@@ -97,22 +108,37 @@ class SegmentationTask(DetectionTask):
         return [SegPrediction(d[:, :6], process_mask(p, d[:, 6:], d[:, :4], shape, upsample=self.retina_masks)
                               if masks else None, d[:, 6:], p) for d, p in zip(dets, proto)]
 
-    def add_val_arguments(self, p: argparse.ArgumentParser) -> None:
+    @classmethod
+    def add_val_arguments(cls, p: argparse.ArgumentParser) -> None:
         """Detection's val flags plus --retina-masks."""
         super().add_val_arguments(p)
         p.add_argument("--retina-masks", action="store_true", help="score masks at input resolution (default: 1/4)")
 
-    def val_settings(self, opt: argparse.Namespace, data: dict, save_dir: Path) -> ValSettings:
-        self.retina_masks = opt.retina_masks
-        return super().val_settings(opt, data, save_dir)
-
-    def add_predict_arguments(self, p: argparse.ArgumentParser) -> None:
+    @classmethod
+    def add_predict_arguments(cls, p: argparse.ArgumentParser) -> None:
         """detect.py's flags plus --retina-masks."""
         super().add_predict_arguments(p)
         p.add_argument("--retina-masks", action="store_true", help="whether to plot masks in native resolution")
 
     def predict_settings(self, opt: argparse.Namespace) -> dict:
         return {**super().predict_settings(opt), "masks": False}  # the renderer assembles them at drawing size
+
+    def to_original(self, pred: SegPrediction, input_hw: tuple[int, int], shape0: tuple[int, int],
+                    content_hw: tuple[int, int] | None = None) -> ImageResult:
+        """Boxes and bool masks on the original image: masks from the prototypes at native resolution with
+        retina_masks, else at input size with the letterbox undone (as upstream's segment/predict.py)."""
+        from utils.tasks.segment.masks import process_mask, process_mask_native, unletterbox
+
+        content_hw = tuple(content_hw or input_hw)
+        det0 = self.boxes_to_original(pred.det, content_hw, shape0)
+        if not len(det0):
+            return ImageResult(boxes=det0, masks=torch.zeros((0, *shape0), dtype=torch.bool, device=det0.device))
+        if self.retina_masks:
+            masks = process_mask_native(pred.proto, pred.coefs, det0[:, :4].round(), shape0).bool()
+        else:
+            masks = process_mask(pred.proto, pred.coefs, pred.det[:, :4], tuple(input_hw), upsample=True)
+            masks = unletterbox(masks[:, :content_hw[0], :content_hw[1]], shape0).gt_(0.5).bool()
+        return ImageResult(boxes=det0, masks=masks)
 
     def renderer(self, opt: argparse.Namespace, names: dict[int, str], save_dir: Path, model: Any) -> Any:
         from utils.tasks.segment.predictor import SegmentRenderer
@@ -135,3 +161,8 @@ class SegmentationTask(DetectionTask):
         from utils.tasks.segment.plots import plot_val_batch_masks
 
         plot_val_batch_masks(batch, preds, save_dir, index, names=names)
+
+
+register(TaskEntry(name="segment", task=SegmentationTask, options=SegmentOptions,
+                   scripts=Scripts("segment/train.py", "segment/val.py", "segment/predict.py"),
+                   upstream_meta={"eval_tail": 1}, upstream_outputs=2))

@@ -199,9 +199,12 @@ def _region_boxes(mask: np.ndarray) -> list[tuple[float, float, float, float]]:
     return [(float(x), float(y), float(x + bw), float(y + bh)) for x, y, bw, bh, _ in stats[1:n]]
 
 
-def boxes_from_instance_ids(inst: np.ndarray, opt: ConvertOptions) -> list[tuple[int, float, float, float, float]]:
-    """(class, x1, y1, x2, y2) pixel boxes from an instanceIds map (value // 1000 = label id for instances)."""
+def boxes_from_instance_ids(inst: np.ndarray, opt: ConvertOptions,
+                            notes: list[str] | None = None) -> list[tuple[int, float, float, float, float]]:
+    """(class, x1, y1, x2, y2) pixel boxes from an instanceIds map (value // 1000 = label id for instances); an
+    instance whose label id is in no Cityscapes label table gets no box and a line in `notes`."""
     cs = cityscapes_labels()
+    known = set(cs.name_to_id.values())
     cls_of = {cs.name_to_id[c]: i for i, c in enumerate(opt.classes)}
     found: list[tuple[int, float, float, float, float]] = []
     ys, xs = np.nonzero(inst >= 1000)
@@ -213,6 +216,8 @@ def boxes_from_instance_ids(inst: np.ndarray, opt: ConvertOptions) -> list[tuple
         x1, x2 = np.minimum.reduceat(xs, starts), np.maximum.reduceat(xs, starts) + 1
         y1, y2 = np.minimum.reduceat(ys, starts), np.maximum.reduceat(ys, starts) + 1
         for v, a, b, c, d in zip(ids.tolist(), x1, y1, x2, y2):
+            if v // 1000 not in known and notes is not None:
+                notes.append(f"instance id {v} (label id {v // 1000}) is not in the Cityscapes label table: no box")
             if v // 1000 in cls_of:
                 found.append((cls_of[v // 1000], float(a), float(b), float(c), float(d)))
     for label_id, k in cls_of.items():
@@ -280,7 +285,9 @@ def convert_frame(image: Path, root: Path, split: str, opt: ConvertOptions) -> F
         if ann is not None and opt.source in ("auto", "polygons"):
             boxes = boxes_from_polygons(ann, opt)
         elif have["instanceIds"] and opt.source in ("auto", "instanceIds"):
-            boxes = boxes_from_instance_ids(_read_png(gt["instanceIds"]), opt)
+            found: list[str] = []
+            boxes = boxes_from_instance_ids(_read_png(gt["instanceIds"]), opt, found)
+            notes.extend(f"{gt['instanceIds'].name}: {n}" for n in found)
     except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
         notes.append(f"boxes not made ({e})")
         boxes = None
@@ -323,6 +330,22 @@ def find_frames(root: Path) -> dict[str, list[Path]]:
         if d.is_dir():
             out[split] = sorted(d.glob(f"*/*{IMAGE_SUFFIX}"))
     return out
+
+
+def misnamed_images(root: Path) -> list[str]:
+    """Files under ROOT/leftImg8bit that are not <split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png, as report
+    lines (the converter skips them, or boxes them under a name the benchmark will not match)."""
+    lines = []
+    for f in sorted(p for p in (root / "leftImg8bit").rglob("*") if p.is_file()):
+        parts = f.relative_to(root / "leftImg8bit").parts
+        core = f.name[: -len(IMAGE_SUFFIX)] if f.name.endswith(IMAGE_SUFFIX) else ""
+        fields = core.split("_")
+        ok = (len(parts) == 3 and parts[0] in SPLITS and len(fields) == 3 and fields[0] == parts[1]
+              and fields[1].isdigit() and fields[2].isdigit())
+        if not ok:
+            lines.append(f"leftImg8bit/{'/'.join(parts)}: not named as Cityscapes names frames "
+                         f"(<split>/<city>/<city>_<seq>_<frame>{IMAGE_SUFFIX})")
+    return lines
 
 
 def orphan_ground_truth(root: Path, frames: dict[str, list[Path]]) -> list[str]:
@@ -389,6 +412,7 @@ def convert(root: str | Path, opt: ConvertOptions | None = None) -> Report:
             report.converted[r.split] = report.converted.get(r.split, 0) + (r.label_written or bool(r.mask))
         report.problems.extend(r.problems)
     report.problems.extend(orphan_ground_truth(root, frames))
+    report.problems.extend(misnamed_images(root))
     for line in report.problems:
         LOGGER.warning(f"WARNING ⚠️ {line}")
     labelled = [s for s in frames if s != "test"]

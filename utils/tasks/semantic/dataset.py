@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -19,6 +20,8 @@ from utils.data.masks import MaskError, read_mask
 from utils.data.semantic_spec import SemanticSpec
 from utils.log import LOGGER
 from utils.tasks.detect.dataset import SampleLoadError, YoloDataset
+
+MISSING_NAMED = 5  # images without a mask named in the log line (the rest are counted)
 
 
 class SemanticDataset(YoloDataset):
@@ -56,6 +59,12 @@ class SemanticDataset(YoloDataset):
         n_sem, n_box, n = int(self.has_semantic.sum()), int(self.has_boxes.sum()), self.n
         LOGGER.info(f"{self.prefix}{n_sem}/{n} images with a semantic mask, {n_box}/{n} with box labels, "
                     f"{int((self.has_semantic & self.has_boxes).sum())} with both")
+        without = [Path(f).name for f, m in zip(self.im_files, self.has_semantic) if not m]
+        if 0 < len(without) < n:
+            first = ", ".join(without[:MISSING_NAMED]) + (f" and {len(without) - MISSING_NAMED} more"
+                                                          if len(without) > MISSING_NAMED else "")
+            LOGGER.info(f"{self.prefix}{len(without)} image(s) without a semantic mask (they train boxes only): "
+                        f"{first}")
         if not n_sem:
             example = next((m for m in self.mask_files if m), None)
             LOGGER.warning(f"{self.prefix}WARNING ⚠️ no semantic masks found for {self.path}"

@@ -9,13 +9,12 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 
+from utils.engine.task import ImageResult
 from utils.errors import ConfigError
 from utils.tasks.detect.predictor import DetectRenderer
 from utils.tasks.semantic.labels import is_cityscapes
 from utils.tasks.semantic.palette import colourise, overlay, palette_for
-from utils.tasks.semantic.rescale import logits_to_label_map
 
 
 class SemanticRenderer(DetectRenderer):
@@ -32,20 +31,16 @@ class SemanticRenderer(DetectRenderer):
         if not 0 <= opt.alpha <= 1:
             raise ConfigError(f"--alpha must be in [0, 1], got {opt.alpha}")
 
-    def describe(self, pred) -> str:
-        """Counts per class of the boxes."""
-        return super().describe(pred.det)
-
-    def render(self, pred, im: torch.Tensor, im0: np.ndarray, stem: str) -> np.ndarray:
+    def render(self, result: ImageResult, im0: np.ndarray, stem: str) -> np.ndarray:
         """Class map at the original size: submitted, saved in colour under maps/, blended under the boxes."""
-        class_map = logits_to_label_map(pred.logits, tuple(im.shape[2:]), im0.shape[:2])
+        class_map = result.class_map
         if self.opt.submit:
             from utils.tasks.semantic.submission import write_submission
 
             write_submission(class_map, f"{stem}.png", self.save_dir / "submit")
         if self.opt.nosave:
-            return super().render(pred.det, im, im0, stem)
+            return super().render(result, im0, stem)
         colour = colourise(class_map, self.colors, bgr=True)
         (self.save_dir / "maps").mkdir(exist_ok=True)
         cv2.imwrite(str(self.save_dir / "maps" / f"{stem}.png"), colour)
-        return super().render(pred.det, im, overlay(im0, colour, self.opt.alpha), stem)
+        return super().render(result, overlay(im0, colour, self.opt.alpha), stem)

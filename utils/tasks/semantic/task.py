@@ -9,19 +9,39 @@ train only that head.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from models.build import build_model
+from models.yolo import load_yaml_cfg
+from utils.data.dataset_config import semantic_spec
 from utils.data.loader import LoaderOptions
 from utils.data.semantic_spec import SemanticSpec
+from utils.engine.task import ImageResult
 from utils.errors import ConfigError
 from utils.tasks.detect.task import DetectionTask
+from utils.tasks.registry import Scripts, TaskEntry, register
+from utils.tasks.semantic.loss import SEG_DEFAULTS
 from utils.tasks.semantic.metric import SemanticDetectionMetric
+from utils.tasks.semantic.rescale import logits_to_label_map
 
 FITNESS_SEG = 0.5  # default share of mIoU in fitness (hyp key `fitness_seg`); the rest is detection's fitness
+
+
+@dataclass(frozen=True)
+class SemanticOptions:
+    """What the detection + semantic task reads beyond detection's flags."""
+
+    data: str = field(default="", metadata={"shared": True})  # the data YAML whose `semantic:` section it trains
+    # and scores on ('' for prediction: the model carries its classes); a flag every script has, not its own
+    submit: bool = False  # detect.py --submit: Cityscapes label-id PNGs for the benchmark server
+    alpha: float = 0.5  # detect.py --alpha: opacity of the class-map overlay
 
 
 class SemanticPrediction(NamedTuple):
@@ -39,9 +59,19 @@ class SemanticTask(DetectionTask):
     loss_names = ("box_loss", "obj_loss", "cls_loss", "seg_loss")
     metric_names = SemanticDetectionMetric.names
 
-    def __init__(self):
-        self.spec: SemanticSpec | None = None  # set by check_data
+    def __init__(self, options: SemanticOptions = SemanticOptions()):
+        self.options = options
         self.fitness_seg = FITNESS_SEG
+
+    @cached_property
+    def spec(self) -> SemanticSpec:
+        """The semantic classes, ignore index and mask paths, from the data YAML the task was built with."""
+        spec = semantic_spec(self.options.data) if self.options.data else None
+        if spec is None:
+            raise ConfigError(f"{self.options.data or 'no --data'}: a detection + semantic model needs per-pixel "
+                              f"masks, but the data YAML has no 'semantic:' section (see data/shapes-semantic.yaml), "
+                              f"or train a plain detector")
+        return spec
 
     # ------------------------------------------------------------------------------------------ data and model
     def check_data(self, data: str | dict) -> dict:
@@ -49,12 +79,9 @@ class SemanticTask(DetectionTask):
         if d.get("semantic") is None:
             raise ConfigError(f"{data}: a detection + semantic model needs per-pixel masks, but the data YAML has no "
                               f"'semantic:' section (see data/shapes-semantic.yaml), or train a plain detector")
-        self.spec = SemanticSpec.from_data(d)
         return d
 
     def build_model(self, cfg: str | dict, nc: int, hyp: dict | None = None) -> nn.Module:
-        from models.yolo import build_model, load_yaml_cfg
-
         d = load_yaml_cfg(cfg)
         if not d.get("semantic"):
             raise ConfigError(f"{cfg if isinstance(cfg, str) else 'model'}: no semantic head in the model YAML "
@@ -75,20 +102,16 @@ class SemanticTask(DetectionTask):
 
     def hyp_defaults(self) -> dict:
         """seg, seg_aux, ohem_thresh, seg_lr_mult and fitness_seg (hyp.shapes.yaml explains the values)."""
-        from utils.tasks.semantic.loss import SEG_DEFAULTS
-
         return {**SEG_DEFAULTS, "fitness_seg": FITNESS_SEG}
 
     def lr_mults(self, hyp: dict) -> dict[str, float]:
         """The semantic head (parameters semantic.*) trains at seg_lr_mult x the LR (see hyp.cityscapes.yaml)."""
-        from utils.tasks.semantic.loss import SEG_DEFAULTS
-
         return {"semantic.": float(hyp.get("seg_lr_mult", SEG_DEFAULTS["seg_lr_mult"]))}
 
     def dataset_options(self, opts: LoaderOptions) -> dict:
         from utils.tasks.semantic.dataset import SemanticDataset
 
-        return {"dataset_cls": SemanticDataset, "dataset_kw": {"semantic": opts.semantic}}
+        return {"dataset_cls": SemanticDataset, "dataset_kw": {"semantic": self.spec}}
 
     def preprocess(self, batch: dict, device: torch.device, half: bool = False) -> dict:
         out = super().preprocess(batch, device, half)
@@ -134,12 +157,26 @@ class SemanticTask(DetectionTask):
         plot_class_maps(batch, [p.logits for p in preds], self.spec, save_dir / f"val_batch{index}_seg.jpg")
 
     # ------------------------------------------------------------------------------------------ prediction
-    def add_predict_arguments(self, p: argparse.ArgumentParser) -> None:
+    @classmethod
+    def add_predict_arguments(cls, p: argparse.ArgumentParser) -> None:
         """detect.py's flags plus the class-map outputs (they apply to detection + semantic models only)."""
         super().add_predict_arguments(p)
         p.add_argument("--submit", action="store_true",
                        help="Cityscapes: write <city>_<seq>_<frame>_pred.png label-id maps for the benchmark server")
         p.add_argument("--alpha", type=float, default=0.5, help="opacity of the class-map overlay")
+
+    def to_original(self, pred: SemanticPrediction, input_hw: tuple[int, int], shape0: tuple[int, int],
+                    content_hw: tuple[int, int] | None = None) -> ImageResult:
+        """Boxes and the class map on the original image (logits mapped back through the letterbox exactly)."""
+        logits, content_hw = pred.logits, tuple(content_hw or input_hw)
+        if content_hw != tuple(input_hw):  # padded in a batch: the image's own part of the input, at input scale
+            if tuple(logits.shape[1:]) != tuple(input_hw):
+                logits = F.interpolate(logits[None].float(), size=tuple(input_hw), mode="bilinear",
+                                       align_corners=False)[0]
+            logits = logits[:, :content_hw[0], :content_hw[1]]
+        class_map = logits_to_label_map(logits, content_hw, shape0)
+        class_map = class_map.to(torch.uint8 if logits.shape[0] <= 256 else torch.int32)
+        return ImageResult(boxes=self.boxes_to_original(pred.det, content_hw, shape0), class_map=class_map)
 
     def renderer(self, opt: argparse.Namespace, names: dict[int, str], save_dir: Path, model: Any) -> Any:
         from utils.tasks.semantic.predictor import SemanticRenderer
@@ -147,23 +184,6 @@ class SemanticTask(DetectionTask):
         return SemanticRenderer(opt, names, save_dir, model)
 
 
-def pick_detection_task(model_kind: str | None) -> DetectionTask:
-    """The task of the top-level scripts for a model kind: detection + semantic, or plain detection."""
-    return SemanticTask() if model_kind == "semantic" else DetectionTask()
 
-
-def pick_train_task(cfg: Any) -> DetectionTask:
-    """train.py's task: detection + semantic when the model to train has a semantic head, plain detection otherwise.
-
-    The model is the resumed checkpoint's, else --cfg's YAML, else the --weights checkpoint's.
-    """
-    from models.yolo import load_yaml_cfg
-    from utils.checkpoint import checkpoint_kind
-
-    if cfg.resume:
-        from utils.engine.resume import find_resume_checkpoint
-
-        return pick_detection_task(checkpoint_kind(find_resume_checkpoint(cfg.resume, cfg.project)))
-    if cfg.cfg:
-        return pick_detection_task("semantic" if load_yaml_cfg(cfg.cfg).get("semantic") else "detect")
-    return pick_detection_task(checkpoint_kind(cfg.weights) if cfg.weights else None)
+register(TaskEntry(name="semantic", task=SemanticTask, options=SemanticOptions,
+                   scripts=Scripts("train.py", "val.py", "detect.py")))

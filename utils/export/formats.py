@@ -1,0 +1,25 @@
+"""The format table: the one list of what this toolkit exports, and the error an export raises."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from utils.checkpoint import CheckpointError
+
+# name, --include argument, file suffix (or folder ending), runs on CPU, runs on GPU, Python package it needs
+FORMATS = (
+    ("PyTorch", "-", ".pt", True, True, "torch"),
+    ("TorchScript", "torchscript", ".torchscript", True, True, "torch"),
+    ("ONNX", "onnx", ".onnx", True, True, "onnx"),
+    ("OpenVINO", "openvino", "_openvino_model", True, False, "openvino"),
+)
+
+
+class ExportError(CheckpointError):
+    """An export that could not be made or does not reproduce the PyTorch model (printed as one line by the CLI)."""
+
+
+def export_formats() -> list[dict]:
+    """The format table as dicts, with whether the package each format needs is installed here."""
+    keys = ("format", "argument", "suffix", "cpu", "gpu", "package")
+    return [{**dict(zip(keys, row)), "available": importlib.util.find_spec(row[5]) is not None} for row in FORMATS]
