@@ -23,7 +23,7 @@ import train  # noqa: E402
 from utils.engine.config import TrainConfig, from_namespace  # noqa: E402
 from utils.engine.phases import ordered  # noqa: E402
 from utils.engine.trainer import Trainer  # noqa: E402
-from utils.tasks.semantic.task import pick_train_task  # noqa: E402
+from utils.tasks.pick import task_for_training  # noqa: E402
 
 
 def table(epochs: list[dict[str, float]]) -> str:
@@ -45,8 +45,8 @@ def main(argv: list[str]) -> None:
     opt = train.parse_opt(["--epochs", "2", *argv])
     with tempfile.TemporaryDirectory() as tmp:
         opt.project = tmp
-        cfg = from_namespace(opt, TrainConfig)
-        trainer = Trainer(cfg, pick_train_task(cfg), sync_phases=True)
+        cfg, task = task_for_training("train.py", from_namespace(opt, TrainConfig))
+        trainer = Trainer(cfg, task, sync_phases=True)
         trainer.fit()
         epochs = trainer.clock.epochs
     train_s = [sum(s for n, s in ordered(r) if n not in ("validation", "logging", "checkpoint")) for r in epochs]

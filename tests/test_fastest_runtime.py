@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from models.yolo import build_model
+from models.build import build_model
 from utils.checkpoint import load_model, make_checkpoint, save_checkpoint
 from utils.export import fastest
 from utils.log import quiet

@@ -7,7 +7,8 @@ import pytest
 import torch
 from conftest import ROOT
 
-from models.yolo import build_model, load_yaml_cfg, parse_model
+from models.build import build_model
+from models.yolo import load_yaml_cfg, parse_model
 from utils.log import quiet
 
 # Parameters at nc=80, as upstream v7.0 builds these YAMLs. Models made only of blocks whose counts test_models.py

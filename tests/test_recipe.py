@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from models.yolo import build_model
+from models.build import build_model
 from utils.engine import recipe as rc
 from utils.log import quiet
 
