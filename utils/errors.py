@@ -21,3 +21,7 @@ class DeviceError(UserError, ValueError):
 
 class ModelConfigError(UserError, ValueError):
     """A model YAML that cannot be built (missing key, unknown module, bad arguments)."""
+
+
+class DatasetError(UserError, ValueError):
+    """A data YAML or the dataset it describes (or downloads) is unusable; the message is one line naming the file."""
