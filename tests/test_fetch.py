@@ -210,6 +210,13 @@ def test_upstream_yamls_by_name(name, nc, urls):
         assert "download" not in d
 
 
+def test_classify_names_fetch_v7_urls():
+    from utils.tasks.classify.dataset import NAMED_SETS, NAMED_SETS_URL
+
+    assert NAMED_SETS_URL.format(name="imagenette160") == f"{V1}imagenette160.zip"
+    assert {"imagenette", "imagewoof320", "mnist", "fashion-mnist", "cifar10", "cifar100"} <= set(NAMED_SETS)
+
+
 def test_coco128_by_name_without_download_names_url_and_folder(tmp_path):
     d = yaml.safe_load((ROOT / "data" / "coco128.yaml").read_text())
     root = (ROOT / d["path"]).resolve()
@@ -220,3 +227,51 @@ def test_coco128_by_name_without_download_names_url_and_folder(tmp_path):
     assert str(e.value) == (f"{ROOT / 'data' / 'coco128.yaml'}: dataset not found at {root / 'images' / 'train2017'} "
                             f"(automatic download is off): download https://ultralytics.com/assets/coco128.zip and "
                             f"unpack it into {root.parent}")
+
+
+# --- classification sets by name (classify/train.py --data imagenette160) -------------------------------------------
+
+@pytest.fixture
+def named_sets(tmp_path, http_files, monkeypatch):
+    """DOWNLOADS_DIR in tmp_path, and v7.0's release URL for named sets pointed at the local server."""
+    from utils import paths
+    from utils.tasks.classify import dataset as cls_dataset
+
+    www, url = http_files
+    monkeypatch.setattr(paths, "DOWNLOADS_DIR", tmp_path / "datasets")
+    monkeypatch.setattr(paths, "DATASETS_DIR", tmp_path / "ours")
+    monkeypatch.setattr(cls_dataset, "NAMED_SETS_URL", url + "/{name}.zip")
+    return www
+
+
+def test_classify_set_by_name_is_downloaded_and_trained_on(tmp_path, named_sets):
+    from classify import train
+    from utils.tasks.classify.dataset import check_classify_data
+    from utils.tasks.classify.synthetic import generate_shapes_cls
+
+    src = generate_shapes_cls(tmp_path / "src", n_train=6, n_val=3, size=32)
+    zip_tree(src, named_sets / "imagenette160.zip", "imagenette160")
+    figures = train.run(data="imagenette160", imgsz=64, epochs=1, batch_size=8, workers=0, device="cpu",
+                        project=str(tmp_path / "train"), name="exp")
+    root = tmp_path / "datasets" / "imagenette160"
+    assert "metrics/accuracy_top1" in figures and (root / "train").is_dir()
+    assert sorted(p.name for p in (tmp_path / "datasets").iterdir()) == ["imagenette160"]
+    assert check_classify_data("imagenette160")["path"] == str(root)  # found again without a download
+
+
+def test_classify_set_by_name_offline_and_unknown_names(tmp_path, named_sets, monkeypatch):
+    from utils.tasks.classify import dataset as cls_dataset
+
+    url = unreachable_url("{name}.zip")
+    monkeypatch.setattr(cls_dataset, "NAMED_SETS_URL", url)
+    with pytest.raises(DatasetError) as e:
+        cls_dataset.check_classify_data("cifar10")
+    dest = tmp_path / "datasets"
+    assert str(e.value) == (f"cifar10: dataset not found at {dest / 'cifar10'} and {url.format(name='cifar10')} "
+                            f"could not be downloaded (offline?): download it and unpack it into {dest}")
+    with pytest.raises(DatasetError, match="not downloaded automatically .image-net.org needs an account"):
+        cls_dataset.check_classify_data("imagenet")
+    with pytest.raises(DatasetError, match="mnist9: dataset folder not found"):  # not a set v7.0 publishes
+        cls_dataset.check_classify_data("mnist9")
+    with pytest.raises(DatasetError, match="mnist: dataset folder not found"):  # names only (predict): no download
+        cls_dataset.check_classify_data("mnist", autodownload=False)

@@ -114,7 +114,7 @@ class ClassificationTask(Task):
     def data_names(self, data: str) -> dict[int, str]:
         from utils.tasks.classify.dataset import check_classify_data
 
-        return check_classify_data(data)["names"]
+        return check_classify_data(data, autodownload=False)["names"]  # names only: never download a set for them
 
     def add_predict_arguments(self, p: argparse.ArgumentParser) -> None:
         """classify/predict.py's compatibility flags (upstream's; nothing to do here)."""
