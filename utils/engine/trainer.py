@@ -397,7 +397,7 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             preds = self._forward(batch["img"])
             loss, items = self.criterion(preds, batch)
-        if cfg.quad:
+        if getattr(self.train_loader, "quad", False):  # the loader decides: --quad is refused where masks can't tile
             loss = loss * 4.0
         step_now = ni - self.last_opt_step >= self.accumulate
         # accumulation steps skip DDP's gradient all-reduce; the step that updates weights syncs
