@@ -77,3 +77,26 @@ def test_quad_scales_the_loss_only_where_the_quad_loader_runs(shapes, tiny_cls, 
     cls_train.run(data=str(tiny_cls), imgsz=64, epochs=1, batch_size=8, workers=0, device="cpu", quad=True,
                   project=str(tmp_path / "cls"))
     assert _ratio(*spies) == 1.0
+
+
+def test_cache_val_caches_only_the_validation_images(shapes, tiny_cls, tmp_path):
+    """v7.0's --cache val: the validation images in RAM, the training images read as usual (detection and
+    classification; classification caches as images are first read)."""
+    from tests.test_engine import make_cfg
+    from utils.data.loader import LoaderOptions
+    from utils.engine.trainer import Trainer
+    from utils.tasks.classify.task import ClassificationTask
+    from utils.tasks.detect.task import DetectionTask
+
+    det, _ = shapes
+    t = Trainer(make_cfg(str(det), tmp_path, epochs=1, cache="val"), DetectionTask())
+    t.fit()
+    assert t.val_loader.dataset.cache_mode == "ram" and all(im is not None for im in t.val_loader.dataset.ims)
+    assert t.dataset.cache_mode is None
+    task, opts = ClassificationTask(), LoaderOptions(imgsz=64, cache="val", workers=0)
+    loaders = {m: task.build_dataloader(tiny_cls / s, opts, {}, 4, 32, mode=m)[1]
+               for m, s in (("train", "train"), ("val", "val"))}
+    assert loaders["val"].cache_ram and not loaders["train"].cache_ram
+    train = task.build_dataloader(tiny_cls / "train", LoaderOptions(imgsz=64, cache="ram", workers=0), {}, 4, 32,
+                                  mode="train")[1]
+    assert train.cache_ram  # plain --cache still caches the training images

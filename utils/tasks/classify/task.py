@@ -68,7 +68,7 @@ class ClassificationTask(Task):
 
         train = mode == "train"
         return create_classify_dataloader(
-            path, opts.imgsz, batch_size, augment=train, hyp=hyp, cache=opts.cache if train else None,
+            path, opts.imgsz, batch_size, augment=train, hyp=hyp, cache=opts.cache_for(train),
             rank=rank if train else -1, workers=opts.workers if train else opts.workers * 2, shuffle=train,
             seed=opts.seed, prefix="train: " if train else "val: ")
 

@@ -56,7 +56,7 @@ class DetectionTask(Task):
         train, speed = mode == "train", mode == "speed"  # 'speed' times square batches, as upstream
         return create_dataloader(
             path, opts.imgsz, batch_size, stride, single_cls=opts.single_cls, hyp=hyp, augment=train,
-            cache=opts.cache if train or opts.cache != "disk" else None, pad=0.0 if train or speed else 0.5,
+            cache=opts.cache_for(train) if train or opts.cache != "disk" else None, pad=0.0 if train or speed else 0.5,
             rect=opts.rect if train else not speed, rank=rank if train else -1,
             workers=opts.workers if train else opts.workers * 2, image_weights=opts.image_weights and train,
             quad=opts.quad and train, prefix="train: " if train else "val: ", shuffle=train, seed=opts.seed,
