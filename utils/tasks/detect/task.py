@@ -26,6 +26,7 @@ class DetectionTask(Task):
     loss_names = ("box_loss", "obj_loss", "cls_loss")
     metric_names = DetMetric.names
     fitness_weights = (0.0, 0.0, 0.1, 0.9)  # P, R, mAP50, mAP50-95
+    coco_iou_types = ("bbox",)  # what val.py --save-json has pycocotools score
 
     def check_data(self, data: str | dict) -> dict:
         from utils.data.dataset_config import check_dataset
@@ -152,7 +153,7 @@ class DetectionTask(Task):
         pred_json = save_dir / f"{Path(weights).stem}_predictions.json"
         pred_json.write_text(json.dumps(json_out))
         LOGGER.info(f"Saved {len(json_out)} predictions to {pred_json}")
-        evaluate_coco_json(pred_json, data, result)
+        evaluate_coco_json(pred_json, data, result, self.coco_iou_types)
 
     # ------------------------------------------------------------------------------------------ prediction
     def data_names(self, data: str) -> dict[int, str]:

@@ -41,6 +41,7 @@ class SegmentationTask(DetectionTask):
     default_project = "runs/train-seg"
     loss_names = ("box_loss", "seg_loss", "obj_loss", "cls_loss")
     metric_names = SegMetric.names
+    coco_iou_types = ("bbox", "segm")  # --save-json writes each mask as RLE; pycocotools scores boxes and masks
     fitness_weights = (0.0, 0.0, 0.1, 0.9, 0.0, 0.0, 0.1, 0.9)  # box P R mAP50 mAP50-95, then mask
 
     def __init__(self, overlap: bool = True, mask_ratio: int = 4, retina_masks: bool = False):
@@ -103,7 +104,8 @@ class SegmentationTask(DetectionTask):
         p.add_argument("--retina-masks", action="store_true", help="score masks at input resolution (default: 1/4)")
 
     def val_settings(self, opt: argparse.Namespace, data: dict, save_dir: Path) -> ValSettings:
-        self.retina_masks = opt.retina_masks
+        # --save-json: masks at input resolution, as upstream's (its RLE masks would be blocky from 1/4 resolution)
+        self.retina_masks = opt.retina_masks or opt.save_json
         return super().val_settings(opt, data, save_dir)
 
     def add_predict_arguments(self, p: argparse.ArgumentParser) -> None:
