@@ -128,6 +128,7 @@ def _file_name(url: str) -> str:
 def fetch(plan: DownloadPlan, root: Path, data: dict, name: str, last: list[str]) -> None:
     """Download, unpack and convert into a staging folder, then move the result into place (`last` moves last)."""
     stage, downloads = plan.base / f".{root.name}.partial", plan.base / f".{root.name}.download"
+    new_base = not plan.base.exists()  # removed again if the fetch fails before anything lands in it
     for leftover in (stage, downloads):
         if leftover.exists():
             LOGGER.info(f"{name}: removing {leftover} left by an interrupted download")
@@ -160,6 +161,8 @@ def fetch(plan: DownloadPlan, root: Path, data: dict, name: str, last: list[str]
     finally:
         shutil.rmtree(stage, ignore_errors=True)
         shutil.rmtree(downloads, ignore_errors=True)
+        if new_base and plan.base.is_dir() and not any(plan.base.iterdir()):
+            plan.base.rmdir()
 
 
 def _moves(src: Path, dst: Path) -> list[tuple[Path, Path]]:

@@ -134,7 +134,6 @@ def _fetch_named_set(name: str) -> Path:
 
     root = DOWNLOADS_DIR / name
     url = NAMED_SETS_URL.format(name=name)
-    LOGGER.info(f"{name}: dataset not found, downloading {url} to {DOWNLOADS_DIR} ...")
     fetch(parse_download(url, root, name, str(root)), root, {}, name, [str(root)])
     return root
 
