@@ -275,3 +275,10 @@ def test_classify_set_by_name_offline_and_unknown_names(tmp_path, named_sets, mo
         cls_dataset.check_classify_data("mnist9")
     with pytest.raises(DatasetError, match="mnist: dataset folder not found"):  # names only (predict): no download
         cls_dataset.check_classify_data("mnist", autodownload=False)
+
+
+@pytest.mark.parametrize("name", ["hyp.VOC.yaml", "hyp.Objects365.yaml"])
+def test_upstream_hyp_files_by_name(name):
+    hyp = yaml.safe_load(find_file(name).read_text())  # --hyp hyp.VOC.yaml finds data/hyps/, as upstream
+    base = yaml.safe_load((ROOT / "data" / "hyps" / "hyp.scratch-low.yaml").read_text())
+    assert set(hyp) == set(base) | {"anchors"} and all(isinstance(v, (int, float)) for v in hyp.values())
