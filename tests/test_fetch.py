@@ -120,6 +120,12 @@ def test_download_mistakes_are_one_line(tmp_path, download, message):
     assert str(e.value).startswith(str(f)) and "\n" not in str(e.value)
 
 
+def test_converter_needs_a_path():
+    with pytest.raises(DatasetError, match="'download' convert needs the dataset 'path' to lie under"):
+        check_dataset({"train": "images/t", "val": "no/such/val", "names": ["a"],
+                       "download": {"urls": "https://x.org/a.zip", "convert": "voc"}})
+
+
 # --- the voc converter -------------------------------------------------------------------------------------------
 
 def write_voc(devkit: Path, year: str, sets: dict[str, list[str]], objects: list[tuple]) -> None:

@@ -118,6 +118,8 @@ def parse_download(value, root: Path, name: str, where: str, default_dir: Path |
     convert = spec.get("convert")
     if convert is not None and convert not in CONVERTERS:
         raise DatasetError(f"{name}: unknown 'download' converter {convert!r} (known: {', '.join(CONVERTERS)})")
+    if convert is not None and not root.is_relative_to(base):
+        raise DatasetError(f"{name}: 'download' convert needs the dataset 'path' to lie under {base}")
     return DownloadPlan(tuple(archives), base, convert)
 
 
@@ -142,14 +144,14 @@ def fetch(plan: DownloadPlan, root: Path, data: dict, name: str, last: list[str]
             except (OSError, ValueError) as e:
                 LOGGER.debug(f"download failed: {e}")
                 raise DatasetError(f"{name}: dataset not found at {', '.join(last)} and {a.url} could not be "
-                                 f"downloaded (offline?): download it and unpack it into {a.dir}") from None
+                                   f"downloaded (offline?): download it and unpack it into {a.dir}") from None
             target = stage / a.dir.relative_to(plan.base)
             if is_archive(file.name) or zipfile.is_zipfile(file) or tarfile.is_tarfile(file):
                 try:
                     extract(file, target)
                 except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError):
                     raise DatasetError(f"{name}: {a.url} is not a readable archive: unpack the dataset into "
-                                     f"{a.dir} yourself") from None
+                                       f"{a.dir} yourself") from None
                 file.unlink()
             else:  # a plain file (e.g. a label list) is kept as it is
                 target.mkdir(parents=True, exist_ok=True)
