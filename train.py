@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from utils.engine.cli import opt_with, run_main, train  # noqa: E402
+from utils.engine.cli import add_one_yolov5_flags, note_one_yolov5_flags, opt_with, run_main, train  # noqa: E402
 from utils.engine.config import TrainConfig, add_arguments, from_namespace  # noqa: E402
 from utils.tasks.pick import task_for_training  # noqa: E402
 
@@ -25,12 +25,13 @@ DEFAULTS = {"cfg": "yolov5n.yaml", "imgsz": 256, "epochs": 40, "batch_size": 16}
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse train.py flags (YOLOv5 v7.0 names)."""
-    return add_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]), TrainConfig,
-                         **DEFAULTS).parse_args(argv)
+    p = add_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]), TrainConfig, **DEFAULTS)
+    return add_one_yolov5_flags(p).parse_args(argv)
 
 
 def main(opt: argparse.Namespace, task=None) -> dict:
     """Train (or evolve hyperparameters) with the parsed flags; returns the final validation figures."""
+    note_one_yolov5_flags(opt)
     cfg = from_namespace(opt, TrainConfig)
     if task is not None:
         return train(cfg, task)

@@ -14,8 +14,8 @@ backward) counted by torch.utils.flop_counter.
 "ours" is what the trainer does: AMP on CUDA (bf16 where the GPU has it natively, else fp16 with a GradScaler) and
 channels_last; on a CPU the layout and autocast dtype the trainer measures for this machine, model, size and batch
 (utils/engine/recipe.py: the cached choice, or a probe of a few seconds; $MTYOLO_CPU_RECIPE forces one); fused
-optimizer kernels on CUDA (foreach on CPU), foreach EMA, and torch.compile with `--compile`. `--baseline` adds, in the same run on the same data, the recipe without
-those: fp32, contiguous tensors, the per-parameter optimizer loop (foreach=False), eager. On CUDA both report peak
+optimizer kernels on CUDA (foreach on CPU), foreach EMA, and torch.compile with `--compile`. `--baseline` adds, in
+the same run on the same data, the recipe without those: fp32, contiguous tensors, the per-parameter optimizer loop (foreach=False), eager. On CUDA both report peak
 memory (torch.cuda.max_memory_allocated) of their training steps. Every model kind is timed with its task's own loss
 (memory.make_criterion: yolov5s-seg with box-shaped instance masks, -city models with a random class map).
 """
@@ -38,8 +38,8 @@ from models.build import build_model  # noqa: E402
 from models.info import count_gflops  # noqa: E402
 from utils.data.dataset_config import check_dataset  # noqa: E402
 from utils.device import autocast_dtype, select_device, time_sync  # noqa: E402
-from utils.engine.recipe import choose_recipe, float_outputs  # noqa: E402
 from utils.ema import ModelEMA  # noqa: E402
+from utils.engine.recipe import choose_recipe, float_outputs  # noqa: E402
 from utils.log import quiet  # noqa: E402
 from utils.optim import clip_gradients, smart_optimizer  # noqa: E402
 from utils.tasks.detect.dataset import create_dataloader  # noqa: E402

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.engine.cli import opt_with, run_main, train  # noqa: E402
+from utils.engine.cli import add_one_yolov5_flags, note_one_yolov5_flags, opt_with, run_main, train  # noqa: E402
 from utils.engine.config import add_arguments, from_namespace  # noqa: E402
 from utils.paths import ROOT  # noqa: E402
 from utils.tasks.pick import task_for_training  # noqa: E402
@@ -28,12 +28,13 @@ DEFAULTS = {"cfg": "yolov5n-seg.yaml", "data": str(ROOT / "data/shapes-seg.yaml"
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse segment/train.py flags (YOLOv5 v7.0 names, --mask-ratio and --no-overlap included)."""
-    return add_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]), SegmentConfig,
-                         **DEFAULTS).parse_args(argv)
+    p = add_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]), SegmentConfig, **DEFAULTS)
+    return add_one_yolov5_flags(p).parse_args(argv)
 
 
 def main(opt: argparse.Namespace) -> dict:
     """Train (or evolve hyperparameters) with the parsed flags; returns the final validation figures."""
+    note_one_yolov5_flags(opt)
     return train(*task_for_training("segment/train.py", from_namespace(opt, SegmentConfig)))
 
 

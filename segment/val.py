@@ -29,7 +29,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 def main(opt: argparse.Namespace):
     """Validate and return the EvalResult."""
     # Standalone validation builds one full-resolution binary mask per object, as upstream's segment/val.py does.
-    return validate(opt, task_for_weights("segment/val.py", opt, no_overlap=True, mask_ratio=1))
+    # --save-json: masks at input resolution, as upstream's (RLE masks from 1/4 resolution would be blocky)
+    return validate(opt, task_for_weights("segment/val.py", opt, no_overlap=True, mask_ratio=1,
+                                          retina_masks=opt.retina_masks or opt.save_json))
 
 
 def run(**kwargs):

@@ -96,3 +96,58 @@ def write_checkpoint(path: Path, cfg: str = "yolov5n.yaml", nc: int = 4, seed: i
                 conv.bias.zero_()
     m.names = {i: f"shape{i}" for i in range(nc)}
     return save_checkpoint(make_checkpoint(m, half=False), path)
+
+
+class _FileHandler:
+    """Request handler factory for `http_files`: serves a folder; /cut/<name> sends half of <name> and hangs up."""
+
+    @staticmethod
+    def make(directory: Path):
+        import http.server
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *a, **k):
+                super().__init__(*a, directory=str(directory), **k)
+
+            def log_message(self, *a):  # keep pytest's output clean
+                pass
+
+            def do_GET(self):
+                if not self.path.startswith("/cut/"):
+                    return super().do_GET()
+                data = (directory / self.path[len("/cut/"):]).read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))  # promise everything, deliver half
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+
+        return Handler
+
+
+@pytest.fixture
+def http_files(tmp_path):
+    """A local HTTP server on 127.0.0.1 over tmp_path/www: yields (folder, base URL); the internet stand-in."""
+    import http.server
+    import threading
+
+    www = tmp_path / "www"
+    www.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FileHandler.make(www))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield www, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def unreachable_url(name: str = "data.zip") -> str:
+    """A URL on 127.0.0.1 where nothing listens (a port just released): downloads fail as they do offline."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/{name}"

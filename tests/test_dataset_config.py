@@ -170,8 +170,8 @@ def test_download_offline_one_line(tmp_path, monkeypatch):
     with pytest.raises(DatasetError) as e:
         check_dataset(f)
     val = tmp_path / "d" / "images" / "val"
-    assert str(e.value) == (f"{f}: dataset not found at {val} and download failed (offline?): "
-                            f"put the dataset there or fix 'path'")
+    assert str(e.value) == (f"{f}: dataset not found at {val} and https://example.com/d.zip could not be downloaded "
+                            f"(offline?): download it and unpack it into {tmp_path}")
     assert not (tmp_path / "d.zip").exists()
 
 

@@ -76,3 +76,17 @@ def test_synthetic_samples_and_data_speed_samples(tmp_path, tiny_data):
     r = _run("benchmarks/data_speed.py", "--data", tiny_data, "--img", "64", "--samples", "4", "--repeats", "1",
              "--workers", "0")
     assert "images/s" in r.stdout + r.stderr
+
+
+def test_one_yolov5_speed_flags_are_accepted_and_said_to_be_always_on(tiny_data, tmp_path):
+    """A one-yolov5 command line runs unchanged: --bbox_iou_optim --multi_tensor_optimizer train as without them."""
+    r = _run("train.py", "--data", tiny_data, "--cfg", "yolov5n.yaml", "--weights", "", "--img", "64", "--epochs",
+             "1", "--batch-size", "8", "--workers", "0", "--noplots", "--noautoanchor", "--project", str(tmp_path),
+             "--bbox_iou_optim", "--multi_tensor_optimizer")
+    out = r.stdout + r.stderr
+    assert out.count("--bbox_iou_optim --multi_tensor_optimizer: always on here") == 1
+    assert (tmp_path / "exp" / "weights" / "last.pt").is_file()
+    from segment import train as seg_train
+
+    opt = seg_train.parse_opt(["--bbox-iou-optim", "--multi_tensor_optimizer"])
+    assert opt.bbox_iou_optim and opt.multi_tensor_optimizer

@@ -12,9 +12,9 @@ import torch
 import yaml
 from conftest import ROOT, SHARED, need
 
+from models.build import build_model
 from models.multiyolo import SegMaskBase, SegMaskBiSe, SegMaskLab, SegMaskPSP
 from models.semantic import with_semantic_head
-from models.build import build_model
 from models.yolo import load_yaml_cfg, parse_model
 from utils.checkpoint import checkpoint_kind, load_checkpoint, load_model
 from utils.log import quiet

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -145,3 +146,42 @@ def test_stream_failure_is_one_line():
     assert "\n" not in str(e.value) and isinstance(e.value, ValueError)
     with pytest.raises(StreamError, match="failed to open 97"):
         LoadStreams("97")
+
+
+def test_media_urls_are_fetched_to_a_temporary_folder(media, http_files, tmp_path):
+    from conftest import unreachable_url
+
+    www, url = http_files
+    for f in ("b.jpg", "clip.mp4"):
+        (www / f).write_bytes((media / f).read_bytes())
+    loader = LoadImages([f"{url}/b.jpg?size=large", f"{url}/clip.mp4", f"{url}/sub%20dir/../b.jpg"], img_size=64)
+    items = list(loader)
+    names = [Path(p).name for p, *_ in items]
+    assert names[:2] == ["b.jpg", "b.jpg"] and names[2:] == ["clip.mp4"] * 10  # both copies, then every frame
+    assert (items[0][2] == cv2.imread(str(media / "b.jpg"))).all()
+    folder = Path(items[0][0]).parents[1]
+    assert folder.is_dir() and not folder.is_relative_to(tmp_path)  # a temporary folder, not the user's
+    del loader, items
+    import gc
+
+    gc.collect()
+    assert not folder.exists()  # removed with the loader
+    with pytest.raises(FileNotFoundError) as e:
+        LoadImages(unreachable_url("bus.jpg"))
+    assert "bus.jpg: could not download" in str(e.value) and "offline?" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(FileNotFoundError, match="cut/b.jpg: could not download .*stopped after"):
+        LoadImages(f"{url}/cut/b.jpg")
+
+
+def test_detect_source_url(http_files, tmp_path):
+    from conftest import write_checkpoint
+
+    import detect
+
+    www, url = http_files
+    cv2.imwrite(str(www / "bus.jpg"), np.full((48, 64, 3), 120, np.uint8))
+    w = write_checkpoint(tmp_path / "w.pt")
+    out = detect.run(weights=str(w), source=f"{url}/bus.jpg", imgsz=[64], project=str(tmp_path / "runs"),
+                     device="cpu", save_txt=True)
+    assert (out / "bus.jpg").is_file()
+    assert is_stream_source(f"{url}/live") and not is_stream_source(f"{url}/bus.jpg")

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from utils.log import LOGGER
 
 
@@ -28,8 +30,21 @@ def coco_class_map(data: dict) -> list[int] | None:
     return ids if len(ids) == len(data["names"]) else None
 
 
-def evaluate_coco_json(pred_json: Path, data: dict, result: Any) -> None:
-    """Score predictions with pycocotools and put its mAP50 / mAP50-95 into `result.figures`."""
+def mask_to_rle(mask: np.ndarray) -> dict:
+    """A binary (h, w) mask -> COCO run-length encoding {'size': [h, w], 'counts': str}, JSON-ready."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("utf-8")
+    return rle
+
+
+def evaluate_coco_json(pred_json: Path, data: dict, result: Any, iou_types: tuple[str, ...] = ("bbox",)) -> None:
+    """Score predictions with pycocotools and put its mAP50 / mAP50-95 into `result.figures`.
+
+    iou_types: 'bbox', then 'segm' for masks; each one's two figures replace the 3rd and 4th of its group of four
+    (Box(P R mAP50 mAP50-95) then Mask(...), as upstream's segment/val.py).
+    """
     anno_json = find_annotations(data)
     if anno_json is None or not anno_json.exists():
         LOGGER.info("pycocotools: no COCO annotations for this dataset (set 'coco_json' in the data YAML); skipped")
@@ -50,10 +65,11 @@ def evaluate_coco_json(pred_json: Path, data: dict, result: Any) -> None:
         key = str(p["image_id"]).zfill(12) if str(p["image_id"]).zfill(12) in stems else str(p["image_id"])
         p["image_id"] = stems.get(key, p["image_id"])
     det = anno.loadRes(preds)
-    ev = COCOeval(anno, det, "bbox")
-    ev.params.imgIds = sorted({p["image_id"] for p in preds if p["image_id"] in anno.imgs} or anno.getImgIds())
-    ev.evaluate()
-    ev.accumulate()
-    ev.summarize()
     keys = list(result.figures)
-    result.figures[keys[3]], result.figures[keys[2]] = float(ev.stats[0]), float(ev.stats[1])
+    for i, kind in enumerate(iou_types):
+        ev = COCOeval(anno, det, kind)
+        ev.params.imgIds = sorted({p["image_id"] for p in preds if p["image_id"] in anno.imgs} or anno.getImgIds())
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+        result.figures[keys[4 * i + 3]], result.figures[keys[4 * i + 2]] = float(ev.stats[0]), float(ev.stats[1])

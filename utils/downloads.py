@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import tempfile
@@ -9,6 +10,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+
+from tqdm import tqdm
 
 from utils.log import LOGGER
 
@@ -39,21 +42,35 @@ def is_official_asset(name: str) -> bool:
     return bool(_ASSET_RE.match(name))
 
 
-def safe_download(url: str, file: str | Path, min_bytes: int = MIN_BYTES, timeout: float = 10.0) -> Path:
-    """Download url to file atomically (temp file in the same folder + os.replace); raise OSError on failure."""
+def safe_download(url: str, file: str | Path, min_bytes: int = MIN_BYTES, timeout: float = 10.0,
+                  progress: bool = False) -> Path:
+    """Download url to file atomically (temp file in the same folder + os.replace); raise OSError on failure.
+
+    A transfer shorter than the server's Content-Length (a dropped connection) is a failure, so a partial file is
+    never renamed into place; progress=True shows a byte progress bar.
+    """
     file = Path(file)
     file.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".part", dir=file.parent)
     try:
         with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as r:
-            while chunk := r.read(1 << 20):
-                f.write(chunk)
+            expected = int(r.headers.get("Content-Length") or 0) if getattr(r, "headers", None) else 0
+            with tqdm(total=expected or None, unit="B", unit_scale=True, unit_divisor=1024, desc=file.name,
+                      disable=not progress, leave=False) as bar:
+                while chunk := r.read(1 << 20):
+                    f.write(chunk)
+                    bar.update(len(chunk))
             f.flush()
             os.fsync(f.fileno())
         size = os.path.getsize(tmp)
+        if expected and size != expected:
+            raise OSError(f"download of {url} stopped after {size} of {expected} bytes")
         if size < min_bytes:
             raise OSError(f"download of {url} gave {size} bytes, expected at least {min_bytes}")
         os.replace(tmp, file)
+    except http.client.HTTPException as e:  # IncompleteRead and friends are not OSErrors
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(f"download of {url} failed: {type(e).__name__}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -24,4 +24,4 @@ class ModelConfigError(UserError, ValueError):
 
 
 class DatasetError(UserError, ValueError):
-    """A data YAML or the dataset it describes is unusable; the message is one line naming the file."""
+    """A data YAML or the dataset it describes (or downloads) is unusable; the message is one line naming the file."""

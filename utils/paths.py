@@ -9,6 +9,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository root
 DATASETS_DIR = Path(os.getenv("YOLOv5_DATASETS_DIR", ROOT / "datasets"))
+# Where datasets fetched by name land: upstream's ../datasets beside the repository (the generated sets stay in ours)
+DOWNLOADS_DIR = Path(os.getenv("YOLOv5_DATASETS_DIR", ROOT.parent / "datasets"))
 
 
 def increment_path(path: str | Path, exist_ok: bool = False, sep: str = "", mkdir: bool = False) -> Path:

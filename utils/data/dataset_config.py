@@ -9,58 +9,24 @@ without it. Every problem is raised as a DatasetError with a single line that na
 from __future__ import annotations
 
 import os
-import shutil
-import tarfile
-import urllib.error
-import urllib.request
-import zipfile
 from pathlib import Path
 
 import yaml
 
+from utils.data.fetch import extract, fetch, is_archive, parse_download
 from utils.data.names import parse_names
 from utils.data.semantic_spec import SemanticSpec
-from utils.errors import DatasetError
+from utils.errors import DatasetError  # noqa: F401 (imported from here by the tasks)
 from utils.log import LOGGER
 from utils.paths import DATASETS_DIR, ROOT, find_file
 
 REQUIRED_KEYS = ("train", "val", "names")
 SPLITS = ("train", "val", "test")
-ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
-DOWNLOAD_TIMEOUT_S = 30
-
-
-def _is_archive(name: str) -> bool:
-    return str(name).lower().endswith(ARCHIVE_SUFFIXES)
-
-
-def _extract(archive: Path, dest: Path) -> list[str]:
-    """Unpack a .zip/.tar(.gz) into dest, refusing members that would land outside it; returns member names."""
-    dest = dest.resolve()
-    dest.mkdir(parents=True, exist_ok=True)
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as z:
-            names = z.namelist()
-            for n in names:
-                if not (dest / n).resolve().is_relative_to(dest):
-                    raise DatasetError(f"{archive}: member {n!r} would be written outside {dest}")
-            z.extractall(dest)
-        return names
-    with tarfile.open(archive) as t:
-        names = t.getnames()
-        for n in names:
-            if not (dest / n).resolve().is_relative_to(dest):
-                raise DatasetError(f"{archive}: member {n!r} would be written outside {dest}")
-        try:
-            t.extractall(dest, filter="data")
-        except TypeError:  # Python without extraction filters; members were checked above
-            t.extractall(dest)
-    return names
 
 
 def _yaml_from_archive(archive: Path) -> Path:
     """Unpack a dataset archive into DATASETS_DIR and return the data YAML it contains."""
-    names = _extract(archive, DATASETS_DIR)
+    names = extract(archive, DATASETS_DIR)
     yamls = sorted((n for n in names if n.lower().endswith((".yaml", ".yml"))), key=lambda n: (n.count("/"), n))
     if not yamls:
         raise DatasetError(f"{archive}: no data YAML inside the archive")
@@ -141,45 +107,28 @@ def _generate(d: dict, name: str, missing: list[str]) -> None:
 
 
 def _download(d: dict, name: str, missing: list[str], autodownload: bool, has_path: bool) -> None:
-    """Fetch and unpack a `download:` URL; scripts are refused; failures become one DatasetError line."""
+    """Fetch what `download:` lists (URLs, folders, converter: data, never a script); failures are one line."""
     where = ", ".join(missing)
     dl = d.get("download")
     if not dl:
         raise DatasetError(f"{name}: dataset not found at {where}: put the dataset there or fix 'path'")
+    root = Path(d["path"])
+    plan = parse_download(dl, root, name, where, default_dir=None if has_path else DATASETS_DIR)
     if not autodownload:
-        raise DatasetError(f"{name}: dataset not found at {where} (automatic download is off)")
-    url = str(dl).strip()
-    if "\n" in url or not url.startswith(("http://", "https://")):
-        raise DatasetError(f"{name}: dataset not found at {where}; its 'download:' is a script and code from data "
-                           f"YAMLs is never run: get the dataset yourself and put it there")
-    dest = Path(d["path"]).parent if has_path else DATASETS_DIR
-    archive = dest / url.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
-    LOGGER.info(f"{name}: dataset not found at {where}, downloading {url} to {archive} ...")
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as r, open(archive, "wb") as f:
-            shutil.copyfileobj(r, f)
-    except (urllib.error.URLError, OSError, ValueError):
-        archive.unlink(missing_ok=True)
-        raise DatasetError(f"{name}: dataset not found at {where} and download failed (offline?): "
-                           f"put the dataset there or fix 'path'") from None
-    if _is_archive(archive.name):
-        try:
-            _extract(archive, dest)
-        except (zipfile.BadZipFile, tarfile.TarError, OSError):
-            raise DatasetError(f"{name}: {url} is not a readable archive: put the dataset at {where}") from None
-        finally:
-            archive.unlink(missing_ok=True)
+        raise DatasetError(f"{name}: dataset not found at {where} (automatic download is off): download "
+                           f"{', '.join(a.url for a in plan.archives)} and unpack it into {plan.archives[0].dir}")
+    fetch(plan, root, d, name, missing)
     still = [v for v in missing if not Path(v).exists()]
     if still:
-        raise DatasetError(f"{name}: downloaded {url} but {', '.join(still)} still does not exist: fix 'path'")
+        urls = ", ".join(a.url for a in plan.archives)
+        raise DatasetError(f"{name}: downloaded {urls} but {', '.join(still)} still does not exist: fix 'path'")
 
 
 def check_dataset(data: str | Path | dict, autodownload: bool = True) -> dict:
     """Load a data YAML (or dict), validate it and make sure its val data exists; returns the dict, paths absolute."""
     yaml_file = None
     if isinstance(data, (str, Path)):
-        if _is_archive(str(data)) and Path(data).is_file():
+        if is_archive(str(data)) and Path(data).is_file():
             data = _yaml_from_archive(Path(data))
         yaml_file = Path(os.path.abspath(find_file(data)))  # FileNotFoundError naming the file if it doesn't exist
         d = _read_yaml(yaml_file)
@@ -229,7 +178,7 @@ def semantic_spec(data: str | Path | dict) -> SemanticSpec | None:
     if isinstance(data, dict):
         d, name = dict(data), str(data.get("yaml_file") or "data dict")
     else:
-        if _is_archive(str(data)) and Path(data).is_file():
+        if is_archive(str(data)) and Path(data).is_file():
             data = _yaml_from_archive(Path(data))
         file = Path(os.path.abspath(find_file(data)))
         d, name = _read_yaml(file), str(file)

@@ -46,6 +46,12 @@ class LoaderOptions:
                    seed=int(cfg.seed))
         return opts.with_data(data or {})
 
+    def cache_for(self, train: bool) -> str | None:
+        """The cache of the train or val loader: v7.0's --cache val caches only the validation images, in RAM."""
+        if self.cache == "val":
+            return None if train else "ram"
+        return self.cache
+
     def with_data(self, data: dict) -> LoaderOptions:
         """These options with the data YAML's path rule."""
         return dataclasses.replace(self, images_dir=data.get("images_dir") or "images",

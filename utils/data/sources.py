@@ -5,16 +5,18 @@ from __future__ import annotations
 import glob
 import math
 import os
+import tempfile
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import cv2
 import numpy as np
 
 from utils.data.formats import IMG_FORMATS, VID_FORMATS, is_image_file, is_video_file
 from utils.data.imageio import imread, letterbox
+from utils.downloads import safe_download
 from utils.errors import UserError
 from utils.log import LOGGER
 
@@ -34,6 +36,24 @@ def _is_stream_url(s: str) -> bool:
     parsed = urlparse(s)
     return parsed.scheme.lower() in STREAM_SCHEMES and bool(parsed.netloc) and not (
         is_image_file(parsed.path) or is_video_file(parsed.path))
+
+
+def is_media_url(s: str) -> bool:
+    """An http(s) URL whose path names an image or video file (fetched to a local file, as upstream's detect.py)."""
+    parsed = urlparse(str(s).strip())
+    return parsed.scheme.lower() in ("http", "https") and bool(parsed.netloc) and (
+        is_image_file(parsed.path) or is_video_file(parsed.path))
+
+
+def fetch_media(url: str, folder: Path) -> str:
+    """Download an image/video URL into folder (keeping its file name); one-line FileNotFoundError when offline."""
+    name = Path(unquote(urlparse(url.strip()).path)).name
+    try:
+        return str(safe_download(url.strip(), Path(folder) / name, min_bytes=1, timeout=30))
+    except (OSError, ValueError) as e:  # URLError, HTTPError, timeouts and cut transfers are all OSErrors here
+        reason = getattr(e, "reason", e)
+        raise FileNotFoundError(f"{url}: could not download ({reason}); offline? download it and pass the file "
+                                f"path") from None
 
 
 def _list_lines(file: str | Path) -> list[str]:
@@ -69,8 +89,11 @@ def to_model_input(im0: np.ndarray, img_size, stride: int, auto: bool, transform
     return np.ascontiguousarray(im.transpose((2, 0, 1))[::-1])
 
 
-def _expand(p: str, base: Path | None = None) -> list[str]:
-    """One source entry -> absolute file paths (glob, directory, file); FileNotFoundError when it doesn't exist."""
+def _expand(p: str, base: Path | None = None, downloads: Path | None = None) -> list[str]:
+    """One source entry -> absolute file paths (glob, directory, file, media URL fetched into `downloads`);
+    FileNotFoundError when it doesn't exist."""
+    if downloads is not None and is_media_url(p):
+        return [fetch_media(p, downloads / str(len(list(downloads.iterdir()))))]  # a folder each: names may repeat
     p = os.path.expanduser(str(p))
     if base is not None and not os.path.isabs(p) and not os.path.exists(p) and (base / p).exists():
         p = str(base / p)  # entries of a .txt list may be relative to the list's folder
@@ -96,7 +119,11 @@ class LoadImages:
         else:
             entries = sorted(map(str, path)) if isinstance(path, (list, tuple)) else [str(path)]
             base = None
-        files = [f for e in entries for f in _expand(e, base)]
+        # URLs of media files are fetched to a temporary folder that lives (and is removed) with this loader
+        self._downloads = tempfile.TemporaryDirectory(prefix="yolov5-source-") if any(
+            is_media_url(e) for e in entries) else None
+        where = Path(self._downloads.name) if self._downloads else None
+        files = [f for e in entries for f in _expand(e, base, where)]
         images = [f for f in files if is_image_file(f)]
         videos = [f for f in files if is_video_file(f)]
         if not images and not videos:

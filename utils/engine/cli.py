@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -47,3 +48,26 @@ def train(cfg: Any, task: Any, hyp: dict | None = None) -> dict:
     from utils.engine.trainer import Trainer
 
     return Trainer(cfg, task, hyp=hyp).fit()
+
+
+# one-yolov5 (the OneFlow port) turns its fused box IoU and multi-tensor optimizer steps on by flag; here both are
+# always on (utils/boxes.bbox_iou is branch-free tensor code, utils/optim steps with foreach/fused kernels), so its
+# commands run unchanged and the flags change nothing.
+ONE_YOLOV5_FLAGS = {"bbox_iou_optim": "box IoU as one fused tensor expression",
+                    "multi_tensor_optimizer": "multi-tensor (foreach/fused) optimizer steps"}
+
+
+def add_one_yolov5_flags(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Accept one-yolov5's speed-up switches (--bbox_iou_optim, --multi_tensor_optimizer) on a train script."""
+    for name, what in ONE_YOLOV5_FLAGS.items():
+        p.add_argument(f"--{name}", f"--{name.replace('_', '-')}", action="store_true",
+                       help=f"one-yolov5 compatibility: {what} (always on here)")
+    return p
+
+
+def note_one_yolov5_flags(opt: argparse.Namespace) -> None:
+    """One line when one-yolov5's speed-up switches were given: they are always on here."""
+    given = [f"--{k}" for k in ONE_YOLOV5_FLAGS if getattr(opt, k, False)]
+    if given:
+        LOGGER.info(f"{' '.join(given)}: always on here ({'; '.join(ONE_YOLOV5_FLAGS[g[2:]] for g in given)}), "
+                    f"nothing to switch")

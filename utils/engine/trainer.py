@@ -412,7 +412,7 @@ class Trainer:
             preds = self._forward(batch["img"])
         with clock("loss"):
             loss, items = self.criterion(float_outputs(preds), batch)  # in fp32 whatever the forward ran in
-        if cfg.quad:
+        if getattr(self.train_loader, "quad", False):  # the loader decides: --quad is refused where masks can't tile
             loss = loss * 4.0
         step_now = ni - self.last_opt_step >= self.accumulate
         # accumulation steps skip DDP's gradient all-reduce; the step that updates weights syncs

@@ -21,6 +21,7 @@ class ClassifyConfig(TrainConfig):
     model: str = _f("yolov5s-cls.pt", "initial weights (.pt: -cls or detection checkpoint) or a model YAML")
     pretrained: str = _f("True", "start from the --model weights ('False': its architecture only)", nargs="?",
                          const="True")
+    optimizer: str = _f("Adam", "optimizer", choices=["SGD", "Adam", "AdamW", "RMSProp"])  # v7.0 adds RMSProp here
     lr0: float = _f(0.001, "initial learning rate")
     decay: float = _f(5e-5, "weight decay")
     cutoff: int = _f(None, "detection model layer to cut the backbone at (default 10)", type=int)

@@ -120,21 +120,43 @@ def create_classify_dataloader(path: str | Path, imgsz: int, batch_size: int, au
 
 
 BUILTIN = {"shapes-cls": {"hyp": "hyp.shapes-cls.yaml"}}  # generated sets --data can name, and their advice
+# v7.0's classify/train.py fetches any other bare name as <name>.zip from this release (imagenette160, mnist, cifar10,
+# ...); the archive holds <name>/train/<class>/... and <name>/val/<class>/...
+NAMED_SETS_URL = "https://github.com/ultralytics/yolov5/releases/download/v1.0/{name}.zip"
+NAMED_SETS = ("imagenette", "imagenette160", "imagenette320", "imagewoof", "imagewoof160", "imagewoof320", "mnist",
+              "mnist160", "fashion-mnist", "cifar10", "cifar100")
 
 
-def check_classify_data(data: str | Path) -> dict:
-    """An ImageFolder root (a path, a name under DATASETS_DIR, or 'shapes-cls') -> {path, train, val, names, nc}.
+def _fetch_named_set(name: str) -> Path:
+    """Download and unpack the archive v7.0 names for a bare dataset name into DOWNLOADS_DIR; returns its folder."""
+    from utils.data.fetch import fetch, parse_download
+    from utils.paths import DOWNLOADS_DIR
+
+    root = DOWNLOADS_DIR / name
+    url = NAMED_SETS_URL.format(name=name)
+    fetch(parse_download(url, root, name, str(root)), root, {}, name, [str(root)])
+    return root
+
+
+def check_classify_data(data: str | Path, autodownload: bool = True) -> dict:
+    """An ImageFolder root (a path, a name under DATASETS_DIR or DOWNLOADS_DIR, 'shapes-cls', or a name v7.0
+    downloads such as imagenette160) -> {path, train, val, names, nc}.
 
     val is root/test when it exists, else root/val, as upstream; names are the sorted class folders of train/ (of the
     evaluation split when the root has no train/, e.g. a validation-only copy).
     """
     from utils.data.dataset_config import DatasetError
-    from utils.paths import DATASETS_DIR
+    from utils.paths import DATASETS_DIR, DOWNLOADS_DIR
 
     if isinstance(data, dict):
         return data
     name = str(data)
-    root = next((p for p in (Path(name), DATASETS_DIR / name) if p.is_dir()), None)
+    root = next((p for p in (Path(name), DATASETS_DIR / name, DOWNLOADS_DIR / name) if p.is_dir()), None)
+    if root is None and name == "imagenet":
+        raise DatasetError(f"imagenet: {DOWNLOADS_DIR / name} not found; ImageNet is not downloaded automatically "
+                           f"(image-net.org needs an account): see data/ImageNet.yaml for the folder layout")
+    if root is None and name in NAMED_SETS and autodownload:
+        root = _fetch_named_set(name)
     if name in BUILTIN:
         from utils.tasks.classify import synthetic as synthetic_cls
 
@@ -145,7 +167,8 @@ def check_classify_data(data: str | Path) -> dict:
             synthetic_cls.generate_shapes_cls(root)
     if root is None:
         raise DatasetError(f"{name}: dataset folder not found (give a folder with train/ and val/ or test/ class "
-                           f"folders, or a name under {DATASETS_DIR}, or 'shapes-cls')")
+                           f"folders, a name under {DATASETS_DIR} or {DOWNLOADS_DIR}, 'shapes-cls', or a name to "
+                           f"download such as {', '.join(NAMED_SETS[:3])})")
     root = root.resolve()
     train, val = root / "train", next((root / s for s in ("test", "val") if (root / s).is_dir()), None)
     if val is None:

@@ -74,7 +74,7 @@ class ClassificationTask(Task):
 
         train = mode == "train"
         return create_classify_dataloader(
-            path, opts.imgsz, batch_size, augment=train, hyp=hyp, cache=opts.cache if train else None,
+            path, opts.imgsz, batch_size, augment=train, hyp=hyp, cache=opts.cache_for(train),
             rank=rank if train else -1, workers=opts.workers if train else opts.workers * 2, shuffle=train,
             seed=opts.seed, prefix="train: " if train else "val: ")
 
@@ -121,7 +121,7 @@ class ClassificationTask(Task):
     def data_names(self, data: str) -> dict[int, str]:
         from utils.tasks.classify.dataset import check_classify_data
 
-        return check_classify_data(data)["names"]
+        return check_classify_data(data, autodownload=False)["names"]  # names only: never download a set for them
 
     @classmethod
     def add_predict_arguments(cls, p: argparse.ArgumentParser) -> None:

@@ -441,4 +441,5 @@ def create_dataloader(path, imgsz: int, batch_size: int, stride: int, single_cls
     # image weights resample dataset.indices each epoch: workers must be re-created to see it
     loader = seeded_loader(dataset, batch_size, workers, shuffle, rank, seed,
                            dataset_cls.collate_fn4 if quad else dataset_cls.collate_fn, persistent=not image_weights)
+    loader.quad = quad  # whether batches really are 2x2 tiles: the Trainer scales the loss by 4 only then
     return loader, dataset

@@ -72,7 +72,7 @@ class DetMetric(Metric):
             if self.save_txt:
                 self._save_txt(predn, shape0, Path(paths[si]))
             if self.json_out is not None:
-                self._append_json(predn, Path(paths[si]))
+                self._append_json(predn, Path(paths[si]), self._json_fields(extra, img.shape[2:], shape0, ratio_pad))
 
     n_correct = 1  # how many hit tables (n, 10) lead each stats row: boxes here; masks and boxes in SegMetric
 
@@ -94,15 +94,20 @@ class DetMetric(Metric):
             for line in torch.cat(cols, 1).tolist():
                 f.write(("%g " * len(line)).rstrip() % tuple(line) + "\n")
 
-    def _append_json(self, predn: torch.Tensor, path: Path) -> None:
+    def _json_fields(self, extra: Any, img_shape: tuple, shape0: tuple, ratio_pad: Any) -> list[dict] | None:
+        """Per-detection fields a COCO JSON row adds to the box (segmentation adds its mask); none for boxes."""
+        return None
+
+    def _append_json(self, predn: torch.Tensor, path: Path, fields: list[dict] | None = None) -> None:
         image_id = int(path.stem) if path.stem.isnumeric() else path.stem
         box = xyxy2xywh(predn[:, :4].clone())
         box[:, :2] -= box[:, 2:] / 2  # COCO boxes are top-left corner + size
-        for p, b in zip(predn.tolist(), box.tolist()):
+        for i, (p, b) in enumerate(zip(predn.tolist(), box.tolist())):
             cls = int(p[5])
             self.json_out.append({"image_id": image_id,
                                   "category_id": self.class_map[cls] if self.class_map else cls,
-                                  "bbox": [round(x, 3) for x in b], "score": round(p[4], 5)})
+                                  "bbox": [round(x, 3) for x in b], "score": round(p[4], 5), **(fields[i] if fields
+                                                                                                  else {})})
 
     def reduce(self) -> None:
         """Under DDP, gather every rank's per-image statistics."""

@@ -28,6 +28,7 @@ class DetectionTask(Task):
     loss_names = ("box_loss", "obj_loss", "cls_loss")
     metric_names = DetMetric.names
     fitness_weights = (0.0, 0.0, 0.1, 0.9)  # P, R, mAP50, mAP50-95
+    coco_iou_types = ("bbox",)  # what val.py --save-json has pycocotools score
 
     def check_data(self, data: str | dict) -> dict:
         from utils.data.dataset_config import check_dataset
@@ -59,7 +60,7 @@ class DetectionTask(Task):
         train, speed = mode == "train", mode == "speed"  # 'speed' times square batches, as upstream
         return create_dataloader(
             path, opts.imgsz, batch_size, stride, single_cls=opts.single_cls, hyp=hyp, augment=train,
-            cache=opts.cache if train or opts.cache != "disk" else None, pad=0.0 if train or speed else 0.5,
+            cache=opts.cache_for(train) if train or opts.cache != "disk" else None, pad=0.0 if train or speed else 0.5,
             rect=opts.rect if train else not speed, rank=rank if train else -1,
             workers=opts.workers if train else opts.workers * 2, image_weights=opts.image_weights and train,
             quad=opts.quad and train, prefix="train: " if train else "val: ", shuffle=train, seed=opts.seed,
@@ -157,7 +158,7 @@ class DetectionTask(Task):
         pred_json = save_dir / f"{Path(weights).stem}_predictions.json"
         pred_json.write_text(json.dumps(json_out))
         LOGGER.info(f"Saved {len(json_out)} predictions to {pred_json}")
-        evaluate_coco_json(pred_json, data, result)
+        evaluate_coco_json(pred_json, data, result, self.coco_iou_types)
 
     # ------------------------------------------------------------------------------------------ prediction
     def data_names(self, data: str) -> dict[int, str]:

@@ -91,6 +91,24 @@ def unletterbox(masks: torch.Tensor, shape0: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(masks[None], tuple(shape0), mode="bilinear", align_corners=False)[0]
 
 
+def masks_to_original(masks: torch.Tensor, img_shape: tuple[int, int], shape0: tuple[int, int],
+                      ratio_pad) -> torch.Tensor:
+    """Masks (n, mh, mw) over a letterboxed input of img_shape (h, w) -> (n, *shape0) over the original image.
+
+    ratio_pad ((gain, gain), (pad_w, pad_h)) is the loader's letterbox record, in input pixels; the masks may be at a
+    lower resolution (prototypes: 1/4), so the padding is scaled to theirs before it is cut off.
+    """
+    n, mh, mw = masks.shape
+    if not n:
+        return masks.new_zeros((0, *shape0))
+    gain, (pad_w, pad_h) = ratio_pad[0][0], ratio_pad[1]
+    sy, sx = mh / img_shape[0], mw / img_shape[1]
+    top, left = int(round(pad_h * sy)), int(round(pad_w * sx))
+    bottom, right = int(round((pad_h + shape0[0] * gain) * sy)), int(round((pad_w + shape0[1] * gain) * sx))
+    inner = masks[:, top:max(bottom, top + 1), left:max(right, left + 1)].float()
+    return F.interpolate(inner[None], tuple(shape0), mode="bilinear", align_corners=False)[0]
+
+
 def mask_iou(mask1: torch.Tensor, mask2: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """IoU matrix (n, m) of flattened binary masks (n, hw) and (m, hw)."""
     inter = (mask1.float() @ mask2.float().T).clamp(0)

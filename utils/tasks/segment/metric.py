@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from utils.metrics import ap_per_class, match_predictions
 from utils.tasks.detect.metric import DetMetric
-from utils.tasks.segment.masks import gt_instance_masks, mask_iou
+from utils.tasks.segment.masks import gt_instance_masks, mask_iou, masks_to_original
 
 BOX = ("metrics/precision(B)", "metrics/recall(B)", "metrics/mAP_0.5(B)", "metrics/mAP_0.5:0.95(B)")
 MASK = ("metrics/precision(M)", "metrics/recall(M)", "metrics/mAP_0.5(M)", "metrics/mAP_0.5:0.95(M)")
@@ -46,6 +46,14 @@ class SegMetric(DetMetric):
         gt = gt_instance_masks(masks[[si]] if overlap else masks[sel.to(masks.device)], len(labelsn), overlap)
         hits_mask = match_predictions(predn, labelsn, iouv, iou=mask_ious(gt, extra))
         return hits_mask, match_predictions(predn, labelsn, iouv)
+
+    def _json_fields(self, extra: torch.Tensor, img_shape: tuple, shape0: tuple, ratio_pad) -> list[dict]:
+        """Each predicted mask as COCO RLE in original-image pixels (upstream's segment/val.py --save-json)."""
+        from utils.coco import mask_to_rle
+
+        shape0 = tuple(int(x) for x in shape0)
+        masks = masks_to_original(extra.float(), tuple(img_shape), shape0, ratio_pad).gt(0.5).cpu().numpy()
+        return [{"segmentation": mask_to_rle(m)} for m in masks]
 
     def compute(self) -> dict[str, float]:
         """Box P, R, mAP50, mAP50-95, then the same for masks (all zeros when no mask matched)."""

@@ -54,6 +54,7 @@ class SegmentationTask(DetectionTask):
     default_project = "runs/train-seg"
     loss_names = ("box_loss", "seg_loss", "obj_loss", "cls_loss")
     metric_names = SegMetric.names
+    coco_iou_types = ("bbox", "segm")  # --save-json writes each mask as RLE; pycocotools scores boxes and masks
     fitness_weights = (0.0, 0.0, 0.1, 0.9, 0.0, 0.0, 0.1, 0.9)  # box P R mAP50 mAP50-95, then mask
 
     def __init__(self, options: SegmentOptions = SegmentOptions()):
