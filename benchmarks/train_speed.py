@@ -14,10 +14,11 @@ backward) counted by torch.utils.flop_counter.
 "ours" is what the trainer does: AMP on CUDA (bf16 where the GPU has it natively, else fp16 with a GradScaler) and
 channels_last; on a CPU the layout and autocast dtype the trainer measures for this machine, model, size and batch
 (utils/engine/recipe.py: the cached choice, or a probe of a few seconds; $MTYOLO_CPU_RECIPE forces one); fused
-optimizer kernels on CUDA (foreach on CPU), foreach EMA, and torch.compile with `--compile`. `--baseline` adds, in
-the same run on the same data, the recipe without those: fp32, contiguous tensors, the per-parameter optimizer loop (foreach=False), eager. On CUDA both report peak
-memory (torch.cuda.max_memory_allocated) of their training steps. Every model kind is timed with its task's own loss
-(memory.make_criterion: yolov5s-seg with box-shaped instance masks, -city models with a random class map).
+optimizer kernels on CUDA (foreach on CPU), foreach EMA, and torch.compile with `--compile`. `--baseline` adds, in the
+same run on the same data, the recipe without those: fp32, contiguous tensors, the per-parameter optimizer loop
+(foreach=False), eager. On CUDA both report peak memory (torch.cuda.max_memory_allocated) of their training steps.
+Every model kind is timed with its task's own loss (memory.make_criterion: yolov5s-seg with box-shaped instance masks,
+-city models with a random class map).
 """
 
 from __future__ import annotations
