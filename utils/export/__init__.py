@@ -16,7 +16,10 @@ FORMATS = (
     ("TorchScript", "torchscript", ".torchscript", True, True, "torch"),
     ("ONNX", "onnx", ".onnx", True, True, "onnx"),
     ("OpenVINO", "openvino", "_openvino_model", True, False, "openvino"),
+    ("TensorFlow Lite", "tflite", ".tflite", True, False, "litert_torch"),
 )
+# Formats whose --half means float16 weights in the file, which needs no GPU to write.
+HALF_WEIGHTS = ("tflite",)
 
 
 class ExportError(CheckpointError):

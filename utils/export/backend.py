@@ -35,6 +35,8 @@ def backend_kind(path: str | Path) -> str:
         return "onnx"
     if p.suffix == ".xml" or p.name.endswith("_openvino_model"):
         return "openvino"
+    if p.suffix == ".tflite":
+        return "tflite"
     return "pytorch"
 
 
@@ -71,6 +73,10 @@ def weights_kind(weights: str | Path) -> str | None:
 
             props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
             return metadata.from_props(props)["task"] if "task" in props else None
+        if kind == "tflite":
+            from utils.export.tflite import read_metadata
+
+            return read_metadata(path)["task"]
         if kind == "torchscript":
             extra = {metadata.TS_EXTRA: ""}
             torch.jit.load(str(path), _extra_files=extra, map_location="cpu")
@@ -94,7 +100,7 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu") -> Expor
         path = found[0]
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found")
-    loader = {"torchscript": _torchscript, "onnx": _onnx, "openvino": _openvino}.get(kind)
+    loader = {"torchscript": _torchscript, "onnx": _onnx, "openvino": _openvino, "tflite": _tflite}.get(kind)
     if loader is None:
         raise BackendError(f"{path}: not an exported model (.torchscript, .onnx or OpenVINO .xml)")
     model = loader(path, device)
@@ -260,6 +266,16 @@ def _openvino(path: Path, device: torch.device) -> ExportedModel:
     batch = None if dynamic else ps[0].get_length()
     imgsz = tuple(meta["imgsz"]) if dynamic else (ps[2].get_length(), ps[3].get_length())
     return ExportedModel(path, "openvino", meta, run, dynamic, imgsz, batch).to(device)
+
+
+def _tflite(path: Path, device: torch.device) -> ExportedModel:
+    from utils.export.tflite import load_runner
+
+    try:
+        meta, run, imgsz, batch = load_runner(path)
+    except CheckpointError as e:
+        raise BackendError(str(e)) from None
+    return ExportedModel(path, "tflite", meta, run, False, imgsz, batch).to(device)
 
 
 def val_imgsz(model: nn.Module, imgsz: int) -> tuple[int, bool]:

@@ -11,7 +11,9 @@ import torch
 from utils.export import ExportError
 
 TOLERANCE = 1e-3  # largest absolute difference allowed on any output (fp32); fp16 exports get 1e-2 of the scale
-RUNTIMES = {"torchscript": "torch.jit", "onnx": "onnxruntime", "openvino": "OpenVINO"}
+# Relative to the largest output magnitude (at least 1): fp16 keeps about 3 significant digits; int8 measured below.
+RELATIVE_TOLERANCE = {"fp16": 1e-2, "int8": 0.1}
+RUNTIMES = {"torchscript": "torch.jit", "onnx": "onnxruntime", "openvino": "OpenVINO", "tflite": "LiteRT"}
 
 
 def second_input(im: torch.Tensor, gs: int) -> torch.Tensor:
@@ -41,11 +43,12 @@ def max_difference(file: Path, model: torch.nn.Module, im: torch.Tensor, dynamic
     return worst
 
 
-def tolerance(model: torch.nn.Module, im: torch.Tensor) -> float:
-    """TOLERANCE for fp32; half precision keeps about 3 significant digits, so fp16 gets 1e-2 of the output scale."""
-    if im.dtype != torch.float16:
+def tolerance(model: torch.nn.Module, im: torch.Tensor, precision: str | None = None) -> float:
+    """TOLERANCE for fp32; fp16 (an fp16 input, or precision='fp16') and int8 a fraction of the output scale."""
+    precision = precision or ("fp16" if im.dtype == torch.float16 else None)
+    if precision is None:
         return TOLERANCE
     with torch.no_grad():
         y = model(im)
     scale = max(float(t.float().abs().max()) for t in (y if isinstance(y, (list, tuple)) else [y]))
-    return 1e-2 * max(scale, 1.0)
+    return RELATIVE_TOLERANCE[precision] * max(scale, 1.0)

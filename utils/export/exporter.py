@@ -10,14 +10,14 @@ from pathlib import Path
 
 import torch
 
-from utils.export import FORMATS, ExportError, export_formats, metadata
+from utils.export import FORMATS, HALF_WEIGHTS, ExportError, export_formats, metadata
 from utils.export.check import RUNTIMES, max_difference, tolerance
 from utils.export.prepare import describe_outputs, prepare_model
 from utils.log import LOGGER, colorstr
 
 # Formats upstream YOLOv5 v7.0 exports that this toolkit does not: named so the error says so rather than "unknown".
 UPSTREAM_ONLY = {"engine": "TensorRT", "coreml": "CoreML", "saved_model": "TF SavedModel", "pb": "TF GraphDef",
-                 "tflite": "TF Lite", "edgetpu": "TF Edge TPU", "tfjs": "TF.js", "paddle": "PaddlePaddle"}
+                 "edgetpu": "TF Edge TPU", "tfjs": "TF.js", "paddle": "PaddlePaddle"}
 # The scripts that run each task's exports, for the closing hint.
 SCRIPTS = {"detect": ("detect.py", "val.py"), "segment": ("segment/predict.py", "segment/val.py"),
            "classify": ("classify/predict.py", "classify/val.py")}
@@ -45,10 +45,13 @@ def check_include(include: list[str] | tuple[str, ...] | str) -> list[str]:
 
 
 def check_options(imgsz, batch_size: int, device: torch.device, half: bool, dynamic: bool,
-                  optimize: bool) -> list[int]:
+                  optimize: bool, include=(), int8: bool = False, data: str | Path = "") -> list[int]:
     """Reject flag combinations that cannot work, before any model is loaded; returns imgsz as [h, w]."""
-    if half and device.type != "cuda":
-        raise ExportError("--half needs a CUDA --device (FP16 export runs on the GPU)")
+    if half and device.type != "cuda" and (not include or set(include) - set(HALF_WEIGHTS)):
+        raise ExportError("--half needs a CUDA --device (FP16 export runs on the GPU)"
+                          + (f" except for {', '.join(HALF_WEIGHTS)}" if HALF_WEIGHTS else ""))
+    if int8 and not data:
+        raise ExportError("--int8 needs --data: its images calibrate the quantisation")
     if half and dynamic:
         raise ExportError("--half and --dynamic cannot be combined")
     if optimize and device.type != "cpu":
@@ -77,14 +80,17 @@ def _remove(path: Path, fmt: str) -> None:
 def export_model(model: torch.nn.Module, file: str | Path, include=("torchscript",), imgsz=(640, 640),
                  batch_size: int = 1, device: str | torch.device = "cpu", half: bool = False, dynamic: bool = False,
                  simplify: bool = False, opset: int = 12, optimize: bool = False,
-                 names: dict[int, str] | None = None) -> dict[str, Path]:
+                 names: dict[int, str] | None = None, int8: bool = False, data: str | Path = "") -> dict[str, Path]:
     """Export a live model to each format in `include`, next to `file`; returns {format: path}."""
+    from utils.export.calibration import calibration_images
     from utils.export.onnx import export_onnx
     from utils.export.openvino import export_openvino
+    from utils.export.tflite import export_tflite
     from utils.export.torchscript import export_torchscript
 
     include, device, file = check_include(include), torch.device(device), Path(file)
-    imgsz = check_options(imgsz, batch_size, device, half, dynamic, optimize)
+    imgsz = check_options(imgsz, batch_size, device, half, dynamic, optimize, include, int8, data)
+    weights_half, half = half, half and device.type == "cuda"  # --half of a HALF_WEIGHTS format keeps torch fp32
     gs = max(int(torch.as_tensor(getattr(model, "stride", 32)).max()), 32)
     new = [max(math.ceil(x / gs) * gs, gs) for x in imgsz]
     if new != imgsz:
@@ -99,7 +105,6 @@ def export_model(model: torch.nn.Module, file: str | Path, include=("torchscript
     shapes = ", ".join(str(tuple(s)) for s in desc["output_shapes"])
     LOGGER.info(f"\n{colorstr('PyTorch:')} starting from {file} with input {tuple(im.shape)}, output shape {shapes}"
                 + (f" ({file.stat().st_size / 1e6:.1f} MB)" if file.is_file() else ""))
-    tol = tolerance(model, im)
     results, failures = {}, []
     for fmt in include:
         name = next(r[0] for r in FORMATS if r[1] == fmt)
@@ -112,12 +117,16 @@ def export_model(model: torch.nn.Module, file: str | Path, include=("torchscript
                 f = export_torchscript(model, im, file, meta, optimize=optimize, prefix=prefix)
             elif fmt == "onnx":
                 f = export_onnx(model, im, file, meta, opset=opset, dynamic=dynamic, simplify=simplify, prefix=prefix)
-            else:
+            elif fmt == "openvino":
                 f = export_openvino(model, im, file, meta, opset=opset, dynamic=dynamic, half=half)
+            elif fmt == "tflite":
+                f = export_tflite(model, im, file, meta, half=weights_half, int8=int8, dynamic=dynamic, prefix=prefix,
+                                  calibration=lambda: calibration_images(data, new, meta.get("preprocess")))
             dt = time.perf_counter() - t0
             t1 = time.perf_counter()
             d = max_difference(f, model, im, dynamic, gs)
             dc = time.perf_counter() - t1
+            tol = tolerance(model, im, _precision(fmt, weights_half, int8))
             if d is not None and not d <= tol:  # `not <=` also catches NaN
                 _remove(f, fmt)
                 raise ExportError(f"{name} output differs from PyTorch by {d:.3g} (> {tol:g}); {f.name} removed")
@@ -134,6 +143,13 @@ def export_model(model: torch.nn.Module, file: str | Path, include=("torchscript
     if failures:
         raise ExportError("export failed: " + "; ".join(failures))
     return results
+
+
+def _precision(fmt: str, half: bool, int8: bool) -> str | None:
+    """What a HALF_WEIGHTS format stores ('fp16', 'int8'), which sets the tolerance of its check; None: the input's."""
+    if fmt not in HALF_WEIGHTS:
+        return None
+    return "int8" if int8 else "fp16" if half else None
 
 
 def names_from_data(data: str | Path) -> dict[int, str]:
@@ -156,7 +172,7 @@ def names_from_data(data: str | Path) -> dict[int, str]:
 def export_weights(weights: str | Path = "yolov5s.pt", include=("torchscript",), imgsz=(640, 640),
                    batch_size: int = 1, device: str = "cpu", half: bool = False, inplace: bool = False,
                    optimize: bool = False, dynamic: bool = False, simplify: bool = False, opset: int = 12,
-                   data: str | Path = "") -> dict[str, Path]:
+                   data: str | Path = "", int8: bool = False) -> dict[str, Path]:
     """export.py: load a checkpoint (ours or upstream's) and export it; returns {format: path}."""
     from utils.checkpoint import load_model
     from utils.device import select_device
@@ -166,7 +182,7 @@ def export_weights(weights: str | Path = "yolov5s.pt", include=("torchscript",),
     include = check_include(include)  # before loading anything: a missing package is one line, at once
     file = attempt_download(weights[0] if isinstance(weights, (list, tuple)) else weights)
     dev = select_device(device)
-    check_options(imgsz, batch_size, dev, half, dynamic, optimize)
+    check_options(imgsz, batch_size, dev, half, dynamic, optimize, include, int8, data)
     model = load_model(file, device=dev, fuse=True, inplace=inplace)
     names = dict(model.names)
     if data:
@@ -174,7 +190,7 @@ def export_weights(weights: str | Path = "yolov5s.pt", include=("torchscript",),
         if len(names) != int(getattr(model, "nc", len(names))):
             raise ExportError(f"--data {data} names {len(names)} classes, {file} predicts {model.nc}")
     results = export_model(model, file, include, imgsz, batch_size, dev, half, dynamic, simplify, opset, optimize,
-                           names)
+                           names, int8, data)
     task = metadata.model_task(model)
     last = list(results.values())[-1]
     lines = [f"\nExport complete ({time.perf_counter() - t:.1f}s)",
