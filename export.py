@@ -36,7 +36,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dynamic", action="store_true", help="ONNX/TorchScript/OpenVINO: dynamic batch, height, width")
     p.add_argument("--simplify", action="store_true", help="ONNX: simplify model (onnxsim or onnxslim)")
     p.add_argument("--opset", type=int, default=12, help="ONNX: opset version")
-    p.add_argument("--include", nargs="+", default=["torchscript"], help="torchscript, onnx, openvino, tflite")
+    p.add_argument("--include", nargs="+", default=["torchscript"], help="torchscript, onnx, openvino, tflite, ncnn")
     return p.parse_args(argv)
 
 

@@ -272,7 +272,7 @@ def test_cli_prints_one_error_line_and_exits_1(tmp_path):
                         "--include", "coreml"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     err = [x for x in (r.stdout + r.stderr).splitlines() if x.startswith("ERROR")]
     assert r.returncode == 1 and err == ["ERROR: --include coreml: CoreML export is not supported here "
-                                         "(supported: torchscript, onnx, openvino, tflite)"]
+                                         "(supported: torchscript, onnx, openvino, tflite, ncnn)"]
 
 
 def test_detection_plus_semantic_exports_boxes_and_class_logits(tmp_path, log):

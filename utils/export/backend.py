@@ -37,6 +37,8 @@ def backend_kind(path: str | Path) -> str:
         return "openvino"
     if p.suffix == ".tflite":
         return "tflite"
+    if p.name.endswith("_ncnn_model") or p.name.endswith(".ncnn.param"):
+        return "ncnn"
     return "pytorch"
 
 
@@ -77,6 +79,10 @@ def weights_kind(weights: str | Path) -> str | None:
             from utils.export.tflite import read_metadata
 
             return read_metadata(path)["task"]
+        if kind == "ncnn":
+            from utils.export.ncnn import read_metadata as ncnn_metadata
+
+            return ncnn_metadata(path)["task"]
         if kind == "torchscript":
             extra = {metadata.TS_EXTRA: ""}
             torch.jit.load(str(path), _extra_files=extra, map_location="cpu")
@@ -93,6 +99,8 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu") -> Expor
     """An ExportedModel for a .torchscript, .onnx or OpenVINO file, on `device`."""
     path, device = Path(path), torch.device(device)
     kind = backend_kind(path)
+    if kind == "ncnn" and path.is_dir():
+        path = path / "model.ncnn.param"
     if kind == "openvino" and path.is_dir():
         found = sorted(path.glob("*.xml"))
         if not found:
@@ -100,7 +108,8 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu") -> Expor
         path = found[0]
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found")
-    loader = {"torchscript": _torchscript, "onnx": _onnx, "openvino": _openvino, "tflite": _tflite}.get(kind)
+    loader = {"torchscript": _torchscript, "onnx": _onnx, "openvino": _openvino, "tflite": _tflite,
+              "ncnn": _ncnn}.get(kind)
     if loader is None:
         raise BackendError(f"{path}: not an exported model (.torchscript, .onnx or OpenVINO .xml)")
     model = loader(path, device)
@@ -276,6 +285,16 @@ def _tflite(path: Path, device: torch.device) -> ExportedModel:
     except CheckpointError as e:
         raise BackendError(str(e)) from None
     return ExportedModel(path, "tflite", meta, run, False, imgsz, batch).to(device)
+
+
+def _ncnn(path: Path, device: torch.device) -> ExportedModel:
+    from utils.export.ncnn import load_runner
+
+    try:
+        meta, run, imgsz = load_runner(path)
+    except CheckpointError as e:
+        raise BackendError(str(e)) from None
+    return ExportedModel(path.parent, "ncnn", meta, run, False, imgsz, None).to(device)  # any batch: image by image
 
 
 def val_imgsz(model: nn.Module, imgsz: int) -> tuple[int, bool]:

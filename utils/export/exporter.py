@@ -66,12 +66,15 @@ def check_options(imgsz, batch_size: int, device: torch.device, half: bool, dyna
 
 
 def _size_mb(path: Path, fmt: str) -> float:
-    files = [p for p in path.parent.rglob("*") if p.is_file()] if fmt == "openvino" else [path]
+    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else \
+        [p for p in path.parent.rglob("*") if p.is_file()] if fmt == "openvino" else [path]
     return sum(p.stat().st_size for p in files) / 1e6
 
 
 def _remove(path: Path, fmt: str) -> None:
-    if fmt == "openvino":
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    elif fmt == "openvino":
         shutil.rmtree(path.parent, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
@@ -83,6 +86,7 @@ def export_model(model: torch.nn.Module, file: str | Path, include=("torchscript
                  names: dict[int, str] | None = None, int8: bool = False, data: str | Path = "") -> dict[str, Path]:
     """Export a live model to each format in `include`, next to `file`; returns {format: path}."""
     from utils.export.calibration import calibration_images
+    from utils.export.ncnn import export_ncnn
     from utils.export.onnx import export_onnx
     from utils.export.openvino import export_openvino
     from utils.export.tflite import export_tflite
@@ -122,6 +126,8 @@ def export_model(model: torch.nn.Module, file: str | Path, include=("torchscript
             elif fmt == "tflite":
                 f = export_tflite(model, im, file, meta, half=weights_half, int8=int8, dynamic=dynamic, prefix=prefix,
                                   calibration=lambda: calibration_images(data, new, meta.get("preprocess")))
+            elif fmt == "ncnn":
+                f = export_ncnn(model, im, file, meta, dynamic=dynamic)
             dt = time.perf_counter() - t0
             t1 = time.perf_counter()
             d = max_difference(f, model, im, dynamic, gs)

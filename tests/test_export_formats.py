@@ -1,6 +1,7 @@
-"""TFLite export (litert-torch, ai-edge-quantizer) and its runtime (LiteRT): every task, fp32/fp16/int8, in val.py.
+"""The formats of requirements-export.txt: TFLite (litert-torch, ai-edge-quantizer; LiteRT runs it) and ncnn (pnnx;
+ncnn runs it), every task, fp32 against PyTorch, TFLite fp16/int8, and val.py on each file.
 
-Skipped in one line each when the export stack (requirements-export.txt) is not installed."""
+A format whose stack is not installed is skipped in one line."""
 
 from __future__ import annotations
 
@@ -17,9 +18,25 @@ from test_export import NAMES, eval_outputs, make_checkpoint
 from utils.export import ExportError
 from utils.export.backend import BackendError, load_backend, weights_kind
 
-HAS_TFLITE = all(importlib.util.find_spec(m) for m in ("litert_torch", "ai_edge_litert", "ai_edge_quantizer"))
-needs_tflite = pytest.mark.skipif(not HAS_TFLITE, reason="TFLite export stack not installed "
-                                                         "(pip install -r requirements-export.txt)")
+STACKS = {"tflite": ("litert_torch", "ai_edge_litert", "ai_edge_quantizer"), "ncnn": ("pnnx", "ncnn")}
+
+
+def installed(fmt: str) -> bool:
+    return all(importlib.util.find_spec(m) for m in STACKS[fmt])
+
+
+def need_format(fmt: str):
+    """A parameter that skips (in one line) when the format's converter or runtime is missing."""
+    return pytest.param(fmt, marks=pytest.mark.skipif(not installed(fmt), reason=f"{fmt}: export stack not "
+                                                      f"installed (pip install -r requirements-export.txt)"))
+
+
+FORMATS = [need_format(f) for f in STACKS]
+needs_tflite = pytest.mark.skipif(not installed("tflite"), reason="tflite: export stack not installed")
+
+
+def exported(w: Path, fmt: str) -> Path:
+    return w.with_suffix(".tflite") if fmt == "tflite" else w.parent / f"{w.stem}_ncnn_model"
 
 
 def city_checkpoint(path: Path) -> Path:
@@ -36,20 +53,21 @@ def city_checkpoint(path: Path) -> Path:
     return save_checkpoint(make(model), path)
 
 
-@needs_tflite
+@pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("task", ["detect", "segment", "classify", "semantic"])
-def test_every_task_exports_to_tflite_and_runs_like_pytorch(task, tmp_path, log):
+def test_every_task_exports_and_runs_like_pytorch(fmt, task, tmp_path, log):
     import export
 
     w = city_checkpoint(tmp_path / "city.pt") if task == "semantic" else make_checkpoint(task, tmp_path / f"{task}.pt")
-    export.run(weights=[str(w)], include=["tflite"], imgsz=[64], device="cpu")
-    f = w.with_suffix(".tflite")
-    assert f"saved as {f}" in log.text and "(LiteRT, " in log.text
+    export.run(weights=[str(w)], include=[fmt], imgsz=[64], device="cpu")
+    f = exported(w, fmt)
+    runtime = {"tflite": "LiteRT", "ncnn": "ncnn"}[fmt]
+    assert f"saved as {f}" in log.text and f"({runtime}, " in log.text
     assert weights_kind(f) == task
     pt, m = load_backend(w), load_backend(f, task=task)
-    assert (m.format, m.names, m.fixed_imgsz, m.batch) == ("tflite", NAMES, (64, 64), 1)
+    assert (m.format, m.names, m.fixed_imgsz, m.batch) == (fmt, NAMES, (64, 64), 1 if fmt == "tflite" else None)
     assert m.stride.tolist() == pt.stride.tolist()
-    im = torch.rand(2, 3, 64, 64)  # batch 2 through the batch-1 file: sliced, as val.py's batches are
+    im = torch.rand(2, 3, 64, 64)  # batch 2 through a batch-1 file: sliced (ncnn: image by image)
     ref, got = eval_outputs(pt, im), eval_outputs(m, im)
     if task == "classify":
         assert got.shape == ref.shape == (2, 3) and (got - ref).abs().max() < 1e-3
@@ -83,7 +101,7 @@ def test_fp16_and_int8_are_smaller_checked_and_calibrated_on_data(tiny_data, tmp
         assert (eval_outputs(m, im)[0] - ref).abs().max() < rel * scale
 
 
-def test_tflite_flags_and_missing_stack_are_one_line(tmp_path, monkeypatch):
+def test_flags_and_missing_stacks_are_one_line(tmp_path, monkeypatch):
     import export
 
     w = make_checkpoint("classify", tmp_path / "cls.pt")
@@ -105,27 +123,42 @@ def test_tflite_flags_and_missing_stack_are_one_line(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
     with pytest.raises(BackendError, match=r"running TFLite models needs ai-edge-litert"):
         load_backend(bad)
+    folder = tmp_path / "cls_ncnn_model"
+    folder.mkdir()
+    (folder / "model.ncnn.param").write_text("7767517\n")
+    with pytest.raises(BackendError, match=r"cls_ncnn_model: its metadata.yaml is missing"):
+        load_backend(folder)
+    monkeypatch.setitem(sys.modules, "ncnn", None)
+    with pytest.raises(BackendError, match=r"running ncnn models needs ncnn \(pip install ncnn\)"):
+        load_backend(folder)
 
 
-@needs_tflite
 @pytest.mark.shared
-def test_upstream_checkpoint_val_on_tflite_fp32_and_int8(tmp_path):
-    """The fp32 file gives the static .onnx's figures (upstream: 0.983 0.999 0.994 0.792 at square 320); int8,
+def test_upstream_checkpoint_val_on_each_format_and_tflite_int8(tmp_path):
+    """fp32 files give the static .onnx's figures (upstream: 0.983 0.999 0.994 0.792 at square 320); TFLite int8,
     calibrated on the fixture's images, loses a measured few points."""
     import export
     import val
 
     weights = Path(shutil.copy(need(FIXTURES / "shapes_n320.pt"), tmp_path / "shapes_n320.pt"))
     data = str(need(FIXTURES / "shapes_val" / "shapes_val.yaml"))
-    export.run(weights=[str(weights)], include=["tflite"], imgsz=[320])
-    export.run(weights=[str(weights)], include=["tflite"], imgsz=[320], int8=True, data=data)
+    fmts = [f for f in STACKS if installed(f)]
+    if not fmts:
+        pytest.skip("no format of requirements-export.txt is installed")
+    export.run(weights=[str(weights)], include=fmts, imgsz=[320])
+    files = [exported(weights, f) for f in fmts]
+    if "tflite" in fmts:
+        export.run(weights=[str(weights)], include=["tflite"], imgsz=[320], int8=True, data=data)
+        files.append(tmp_path / "shapes_n320-int8.tflite")
     got = {}
-    for f in (weights.with_suffix(".tflite"), tmp_path / "shapes_n320-int8.tflite"):
+    for f in files:
         figs = val.run(weights=[str(f)], data=data, imgsz=320, batch_size=32, workers=0, project=str(tmp_path),
                        name=f.stem).figures.values()
         got[f.stem] = tuple(float(f"{x:.3g}") for x in figs)
-    assert got["shapes_n320"] == (0.983, 0.999, 0.994, 0.792)
-    assert got["shapes_n320-int8"][3] > 0.792 - INT8_MAP_DROP
+    for f in files[:len(fmts)]:
+        assert got[f.stem] == (0.983, 0.999, 0.994, 0.792), f
+    if "tflite" in fmts:
+        assert got["shapes_n320-int8"][3] > 0.792 - INT8_MAP_DROP
 
 
 INT8_MAP_DROP = 0.1  # measured 0.071 (0.792 -> 0.721), see README (Export, TFLite)
