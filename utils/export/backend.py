@@ -39,6 +39,7 @@ def backend_kind(path: str | Path) -> str:
         return "tflite"
     if p.name.endswith("_ncnn_model") or p.name.endswith(".ncnn.param"):
         return "ncnn"
+
     return "pytorch"
 
 
@@ -277,24 +278,26 @@ def _openvino(path: Path, device: torch.device) -> ExportedModel:
     return ExportedModel(path, "openvino", meta, run, dynamic, imgsz, batch).to(device)
 
 
-def _tflite(path: Path, device: torch.device) -> ExportedModel:
-    from utils.export.tflite import load_runner
-
+def _from_runner(path: Path, device: torch.device, fmt: str, load_runner: Callable, shown: Path | None = None
+                 ) -> ExportedModel:
+    """An ExportedModel around a format module's load_runner (static shape); its errors become BackendErrors."""
     try:
         meta, run, imgsz, batch = load_runner(path)
     except CheckpointError as e:
         raise BackendError(str(e)) from None
-    return ExportedModel(path, "tflite", meta, run, False, imgsz, batch).to(device)
+    return ExportedModel(shown or path, fmt, meta, run, False, imgsz, batch).to(device)
+
+
+def _tflite(path: Path, device: torch.device) -> ExportedModel:
+    from utils.export.tflite import load_runner
+
+    return _from_runner(path, device, "tflite", load_runner)
 
 
 def _ncnn(path: Path, device: torch.device) -> ExportedModel:
     from utils.export.ncnn import load_runner
 
-    try:
-        meta, run, imgsz = load_runner(path)
-    except CheckpointError as e:
-        raise BackendError(str(e)) from None
-    return ExportedModel(path.parent, "ncnn", meta, run, False, imgsz, None).to(device)  # any batch: image by image
+    return _from_runner(path, device, "ncnn", load_runner, shown=path.parent)  # the model folder
 
 
 def val_imgsz(model: nn.Module, imgsz: int) -> tuple[int, bool]:

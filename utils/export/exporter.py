@@ -18,6 +18,9 @@ from utils.log import LOGGER, colorstr
 # Formats upstream YOLOv5 v7.0 exports that this toolkit does not: named so the error says so rather than "unknown".
 UPSTREAM_ONLY = {"engine": "TensorRT", "coreml": "CoreML", "saved_model": "TF SavedModel", "pb": "TF GraphDef",
                  "edgetpu": "TF Edge TPU", "tfjs": "TF.js", "paddle": "PaddlePaddle"}
+WHY_NOT = {"engine": " (it needs an NVIDIA GPU to build and check an engine; none was available)",
+           "coreml": " (coremltools 9.0 fails on this PyTorch's traces)",
+           "paddle": " (x2paddle 1.6.0 fails with current onnx)"}
 # The scripts that run each task's exports, for the closing hint.
 SCRIPTS = {"detect": ("detect.py", "val.py"), "segment": ("segment/predict.py", "segment/val.py"),
            "classify": ("classify/predict.py", "classify/val.py")}
@@ -30,7 +33,8 @@ def check_include(include: list[str] | tuple[str, ...] | str) -> list[str]:
     out = []
     for x in (str(i).lower() for i in include):
         if x in UPSTREAM_ONLY:
-            raise ExportError(f"--include {x}: {UPSTREAM_ONLY[x]} export is not supported here "
+            why = WHY_NOT.get(x, "")
+            raise ExportError(f"--include {x}: {UPSTREAM_ONLY[x]} export is not supported here{why} "
                               f"(supported: {', '.join(table)})")
         if x not in table:
             raise ExportError(f"--include {x}: unknown format (supported: {', '.join(table)})")

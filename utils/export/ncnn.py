@@ -65,8 +65,8 @@ def read_metadata(path: Path) -> dict:
     return metadata.normalize(yaml.safe_load((d / META).read_text()))
 
 
-def load_runner(path: Path) -> tuple[dict, Callable[[torch.Tensor], list[np.ndarray]], tuple[int, int]]:
-    """(metadata, run(batch) -> outputs, (h, w)) for an ncnn model folder (or its .param file)."""
+def load_runner(path: Path) -> tuple[dict, Callable[[torch.Tensor], list[np.ndarray]], tuple[int, int], None]:
+    """(metadata, run(batch) -> outputs, (h, w), None = any batch) for an ncnn model folder (or its .param file)."""
     try:
         import ncnn
     except ImportError:
@@ -89,4 +89,4 @@ def load_runner(path: Path) -> tuple[dict, Callable[[torch.Tensor], list[np.ndar
                 per_image.append([np.array(ex.extract(o)[1]) for o in outs])
         return [np.stack(ys) for ys in zip(*per_image)]
 
-    return meta, run, tuple(meta["imgsz"])
+    return meta, run, tuple(meta["imgsz"]), None  # any batch: image by image
