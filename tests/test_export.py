@@ -271,7 +271,8 @@ def test_cli_prints_one_error_line_and_exits_1(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "export.py"), "--weights", str(tmp_path / "none.pt"),
                         "--include", "paddle"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     err = [x for x in (r.stdout + r.stderr).splitlines() if x.startswith("ERROR")]
-    assert r.returncode == 1 and err == ["ERROR: --include paddle: PaddlePaddle export is not supported here (x2paddle 1.6.0 fails with current onnx) "
+    assert r.returncode == 1 and err == ["ERROR: --include paddle: PaddlePaddle export is not supported here "
+                                         "(x2paddle 1.6.0 fails with current onnx) "
                                          "(supported: torchscript, onnx, openvino, tflite, ncnn)"]
 
 

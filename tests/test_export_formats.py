@@ -162,3 +162,40 @@ def test_upstream_checkpoint_val_on_each_format_and_tflite_int8(tmp_path):
 
 
 INT8_MAP_DROP = 0.1  # measured 0.071 (0.792 -> 0.721), see README (Export, TFLite)
+
+
+def read_labels(folder: Path) -> dict[str, list[list[float]]]:
+    return {p.name: [[float(x) for x in line.split()] for line in p.read_text().splitlines()]
+            for p in sorted(folder.glob("*.txt"))}
+
+
+def test_detect_and_classify_scripts_run_each_format_like_onnx_and_pt(tiny_data, tmp_path):
+    """detect.py on a static export writes the labels of the static .onnx (same square input); classify/val.py
+    gives the .pt's figures (a classifier's input is the same square either way)."""
+    import detect
+    from classify import val as cls_val
+    from utils.export.exporter import export_model
+    from utils.tasks.classify.synthetic import generate_shapes_cls
+
+    fmts = [f for f in STACKS if installed(f)]
+    if not fmts:
+        pytest.skip("no format of requirements-export.txt is installed")
+    w = write_checkpoint(tmp_path / "det.pt", nc=4, sharp=True)
+    files = export_model(load_backend(w), w, ["onnx", *fmts], imgsz=[64])
+    source = Path(tiny_data).parent / "det" / "images" / "val"
+    runs = {k: detect.run(weights=[str(f)], source=str(source), imgsz=[64], save_txt=True, save_conf=True,
+                          max_det=5, project=str(tmp_path), name=k) for k, f in files.items()}
+    ref = read_labels(runs["onnx"] / "labels")
+    assert sum(len(v) for v in ref.values()) > 0
+    for k in fmts:
+        got = read_labels(runs[k] / "labels")
+        assert got.keys() == ref.keys(), k
+        for name in ref:
+            assert torch.tensor(got[name]) == pytest.approx(torch.tensor(ref[name]), abs=2e-3), (k, name)
+
+    data = generate_shapes_cls(tmp_path / "shapes-cls", n_train=4, n_val=3, size=32)
+    c = write_checkpoint(tmp_path / "cls.pt", nc=4, cls=True)
+    files = export_model(load_backend(c), c, fmts, imgsz=[64])
+    res = {k: cls_val.run(weights=[str(f)], data=str(data), imgsz=64, batch_size=8, workers=0,
+                          project=str(tmp_path / "cls-val"), name=k).figures for k, f in {"pt": c, **files}.items()}
+    assert all(r == res["pt"] for r in res.values()), res

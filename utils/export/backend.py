@@ -264,7 +264,8 @@ def _openvino(path: Path, device: torch.device) -> ExportedModel:
     import yaml
 
     meta = metadata.normalize(yaml.safe_load(side.read_text()))
-    compiled = ov.Core().compile_model(str(path), "CPU")
+    # f32 compute: on CPUs with bf16 units OpenVINO's default precision is bf16 (off by ~1e-2 on box pixels)
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     ps = compiled.input(0).get_partial_shape()
     dynamic = ps.is_dynamic
     dtype = np.float16 if "16" in str(compiled.input(0).get_element_type()) else np.float32

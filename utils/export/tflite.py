@@ -80,7 +80,7 @@ def _quantize(src: Path, dst: Path, half: bool, int8: bool, calibration, prefix:
     images; the input is int8 too, while concatenations and the outputs stay float, because one int8 scale cannot
     hold box pixels (hundreds) and scores (0-1) of the same tensor."""
     try:
-        from ai_edge_quantizer import quantizer, qtyping, recipe
+        from ai_edge_quantizer import qtyping, quantizer, recipe
         from ai_edge_quantizer.algorithm_manager import AlgorithmName
     except ImportError:
         raise ExportError("--half/--int8 TFLite needs ai-edge-quantizer (pip install -r requirements-export.txt)") \
