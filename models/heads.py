@@ -70,7 +70,8 @@ class Detect(nn.Module):
         y = p.sigmoid()
         xy, wh, conf = y.split((2, 2, self.no - 4), 4)
         xy = (xy * 2 + self.grid[i]) * self.stride[i]
-        wh = (wh * 2) ** 2 * self.anchor_grid[i]
+        wh = wh * 2
+        wh = wh * wh * self.anchor_grid[i]  # a product, not ** 2: TFLite's converter cannot lower a float pow
         return torch.cat((xy, wh, conf), 4)
 
     def _decode_into(self, p: torch.Tensor, i: int, y: torch.Tensor) -> None:
@@ -121,7 +122,8 @@ class Segment(Detect):
         """Boxes and scores as Detect; mask coefficients stay raw (they are mixed linearly with the prototypes)."""
         xy, wh, conf, mask = p.split((2, 2, self.nc + 1, self.nm), 4)
         xy = (xy.sigmoid() * 2 + self.grid[i]) * self.stride[i]
-        wh = (wh.sigmoid() * 2) ** 2 * self.anchor_grid[i]
+        wh = wh.sigmoid() * 2
+        wh = wh * wh * self.anchor_grid[i]  # see Detect._decode
         return torch.cat((xy, wh, conf.sigmoid(), mask), 4)
 
     def _decode_into(self, p: torch.Tensor, i: int, y: torch.Tensor) -> None:

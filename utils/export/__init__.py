@@ -6,4 +6,4 @@ exporter.py are the entries export.py and Python code call.
 
 from __future__ import annotations
 
-from utils.export.formats import FORMATS, ExportError, export_formats  # noqa: F401  (the package's API)
+from utils.export.formats import FORMATS, HALF_WEIGHTS, ExportError, export_formats  # noqa: F401  (the package's API)

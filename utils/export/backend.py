@@ -38,6 +38,11 @@ def backend_kind(path: str | Path) -> str:
         return "onnx"
     if p.suffix == ".xml" or p.name.endswith("_openvino_model"):
         return "openvino"
+    if p.suffix == ".tflite":
+        return "tflite"
+    if p.name.endswith("_ncnn_model") or p.name.endswith(".ncnn.param"):
+        return "ncnn"
+
     return "pytorch"
 
 
@@ -91,6 +96,14 @@ def weights_kind(weights: str | Path) -> str | None:
 
             props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
             return metadata.from_props(props)["task"] if "task" in props else None
+        if kind == "tflite":
+            from utils.export.tflite import read_metadata
+
+            return read_metadata(path)["task"]
+        if kind == "ncnn":
+            from utils.export.ncnn import read_metadata as ncnn_metadata
+
+            return ncnn_metadata(path)["task"]
         if kind == "torchscript":
             extra = {metadata.TS_EXTRA: ""}
             torch.jit.load(str(path), _extra_files=extra, map_location="cpu")
@@ -107,6 +120,8 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu") -> Expor
     """An ExportedModel for a .torchscript, .onnx or OpenVINO file, on `device`."""
     path, device = Path(path), torch.device(device)
     kind = backend_kind(path)
+    if kind == "ncnn" and path.is_dir():
+        path = path / "model.ncnn.param"
     if kind == "openvino" and path.is_dir():
         found = sorted(path.glob("*.xml"))
         if not found:
@@ -114,7 +129,8 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu") -> Expor
         path = found[0]
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found")
-    loader = {"torchscript": _torchscript, "onnx": _onnx, "openvino": _openvino}.get(kind)
+    loader = {"torchscript": _torchscript, "onnx": _onnx, "openvino": _openvino, "tflite": _tflite,
+              "ncnn": _ncnn}.get(kind)
     if loader is None:
         raise BackendError(f"{path}: not an exported model (.torchscript, .onnx or OpenVINO .xml)")
     model = loader(path, device)
@@ -286,6 +302,28 @@ def _openvino(path: Path, device: torch.device) -> ExportedModel:
     batch = None if dynamic else ps[0].get_length()
     imgsz = tuple(meta["imgsz"]) if dynamic else (ps[2].get_length(), ps[3].get_length())
     return ExportedModel(path, "openvino", meta, run, dynamic, imgsz, batch).to(device)
+
+
+def _from_runner(path: Path, device: torch.device, fmt: str, load_runner: Callable, shown: Path | None = None
+                 ) -> ExportedModel:
+    """An ExportedModel around a format module's load_runner (static shape); its errors become BackendErrors."""
+    try:
+        meta, run, imgsz, batch = load_runner(path)
+    except CheckpointError as e:
+        raise BackendError(str(e)) from None
+    return ExportedModel(shown or path, fmt, meta, run, False, imgsz, batch).to(device)
+
+
+def _tflite(path: Path, device: torch.device) -> ExportedModel:
+    from utils.export.tflite import load_runner
+
+    return _from_runner(path, device, "tflite", load_runner)
+
+
+def _ncnn(path: Path, device: torch.device) -> ExportedModel:
+    from utils.export.ncnn import load_runner
+
+    return _from_runner(path, device, "ncnn", load_runner, shown=path.parent)  # the model folder
 
 
 def val_imgsz(model: nn.Module, imgsz: int) -> tuple[int, bool]:

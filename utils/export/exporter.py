@@ -13,14 +13,17 @@ import torch
 
 from utils.export import metadata
 from utils.export.check import RUNTIMES, max_difference, tolerance
-from utils.export.formats import FORMATS, ExportError, export_formats
+from utils.export.formats import FORMATS, HALF_WEIGHTS, ExportError, export_formats
 from utils.export.prepare import describe_outputs, prepare_model
 from utils.log import LOGGER, colorstr
 from utils.tasks import registry
 
 # Formats upstream YOLOv5 v7.0 exports that this toolkit does not: named so the error says so rather than "unknown".
 UPSTREAM_ONLY = {"engine": "TensorRT", "coreml": "CoreML", "saved_model": "TF SavedModel", "pb": "TF GraphDef",
-                 "tflite": "TF Lite", "edgetpu": "TF Edge TPU", "tfjs": "TF.js", "paddle": "PaddlePaddle"}
+                 "edgetpu": "TF Edge TPU", "tfjs": "TF.js", "paddle": "PaddlePaddle"}
+WHY_NOT = {"engine": " (it needs an NVIDIA GPU to build and check an engine; none was available)",
+           "coreml": " (coremltools 9.0 fails on this PyTorch's traces)",
+           "paddle": " (x2paddle 1.6.0 fails with current onnx)"}
 
 
 def check_include(include: list[str] | tuple[str, ...] | str) -> list[str]:
@@ -30,7 +33,8 @@ def check_include(include: list[str] | tuple[str, ...] | str) -> list[str]:
     out = []
     for x in (str(i).lower() for i in include):
         if x in UPSTREAM_ONLY:
-            raise ExportError(f"--include {x}: {UPSTREAM_ONLY[x]} export is not supported here "
+            why = WHY_NOT.get(x, "")
+            raise ExportError(f"--include {x}: {UPSTREAM_ONLY[x]} export is not supported here{why} "
                               f"(supported: {', '.join(table)})")
         if x not in table:
             raise ExportError(f"--include {x}: unknown format (supported: {', '.join(table)})")
@@ -45,10 +49,13 @@ def check_include(include: list[str] | tuple[str, ...] | str) -> list[str]:
 
 
 def check_options(imgsz, batch_size: int, device: torch.device, half: bool, dynamic: bool,
-                  optimize: bool) -> list[int]:
+                  optimize: bool, include=(), int8: bool = False, data: str | Path = "") -> list[int]:
     """Reject flag combinations that cannot work, before any model is loaded; returns imgsz as [h, w]."""
-    if half and device.type != "cuda":
-        raise ExportError("--half needs a CUDA --device (FP16 export runs on the GPU)")
+    if half and device.type != "cuda" and (not include or set(include) - set(HALF_WEIGHTS)):
+        raise ExportError("--half needs a CUDA --device (FP16 export runs on the GPU)"
+                          + (f" except for {', '.join(HALF_WEIGHTS)}" if HALF_WEIGHTS else ""))
+    if int8 and not data:
+        raise ExportError("--int8 needs --data: its images calibrate the quantisation")
     if half and dynamic:
         raise ExportError("--half and --dynamic cannot be combined")
     if optimize and device.type != "cpu":
@@ -63,12 +70,15 @@ def check_options(imgsz, batch_size: int, device: torch.device, half: bool, dyna
 
 
 def _size_mb(path: Path, fmt: str) -> float:
-    files = [p for p in path.parent.rglob("*") if p.is_file()] if fmt == "openvino" else [path]
+    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else \
+        [p for p in path.parent.rglob("*") if p.is_file()] if fmt == "openvino" else [path]
     return sum(p.stat().st_size for p in files) / 1e6
 
 
 def _remove(path: Path, fmt: str) -> None:
-    if fmt == "openvino":
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    elif fmt == "openvino":
         shutil.rmtree(path.parent, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
@@ -77,14 +87,18 @@ def _remove(path: Path, fmt: str) -> None:
 def export_model(model: torch.nn.Module, file: str | Path, include=("torchscript",), imgsz=(640, 640),
                  batch_size: int = 1, device: str | torch.device = "cpu", half: bool = False, dynamic: bool = False,
                  simplify: bool = False, opset: int = 12, optimize: bool = False,
-                 names: dict[int, str] | None = None) -> dict[str, Path]:
+                 names: dict[int, str] | None = None, int8: bool = False, data: str | Path = "") -> dict[str, Path]:
     """Export a live model to each format in `include`, next to `file`; returns {format: path}."""
+    from utils.export.calibration import calibration_images
+    from utils.export.ncnn import export_ncnn
     from utils.export.onnx import export_onnx
     from utils.export.openvino import export_openvino
+    from utils.export.tflite import export_tflite
     from utils.export.torchscript import export_torchscript
 
     include, device, file = check_include(include), torch.device(device), Path(file)
-    imgsz = check_options(imgsz, batch_size, device, half, dynamic, optimize)
+    imgsz = check_options(imgsz, batch_size, device, half, dynamic, optimize, include, int8, data)
+    weights_half, half = half, half and device.type == "cuda"  # --half of a HALF_WEIGHTS format keeps torch fp32
     gs = max(int(torch.as_tensor(getattr(model, "stride", 32)).max()), 32)
     new = [max(math.ceil(x / gs) * gs, gs) for x in imgsz]
     if new != imgsz:
@@ -99,7 +113,6 @@ def export_model(model: torch.nn.Module, file: str | Path, include=("torchscript
     shapes = ", ".join(str(tuple(s)) for s in desc["output_shapes"])
     LOGGER.info(f"\n{colorstr('PyTorch:')} starting from {file} with input {tuple(im.shape)}, output shape {shapes}"
                 + (f" ({file.stat().st_size / 1e6:.1f} MB)" if file.is_file() else ""))
-    tol = tolerance(model, im)
     results, failures = {}, []
     for fmt in include:
         name = next(r[0] for r in FORMATS if r[1] == fmt)
@@ -112,12 +125,18 @@ def export_model(model: torch.nn.Module, file: str | Path, include=("torchscript
                 f = export_torchscript(model, im, file, meta, optimize=optimize, prefix=prefix)
             elif fmt == "onnx":
                 f = export_onnx(model, im, file, meta, opset=opset, dynamic=dynamic, simplify=simplify, prefix=prefix)
-            else:
+            elif fmt == "openvino":
                 f = export_openvino(model, im, file, meta, opset=opset, dynamic=dynamic, half=half)
+            elif fmt == "tflite":
+                f = export_tflite(model, im, file, meta, half=weights_half, int8=int8, dynamic=dynamic, prefix=prefix,
+                                  calibration=lambda: calibration_images(data, new, meta.get("preprocess")))
+            elif fmt == "ncnn":
+                f = export_ncnn(model, im, file, meta, dynamic=dynamic)
             dt = time.perf_counter() - t0
             t1 = time.perf_counter()
             d = max_difference(f, model, im, dynamic, gs)
             dc = time.perf_counter() - t1
+            tol = tolerance(model, im, _precision(fmt, weights_half, int8))
             if d is not None and not d <= tol:  # `not <=` also catches NaN
                 _remove(f, fmt)
                 raise ExportError(f"{name} output differs from PyTorch by {d:.3g} (> {tol:g}); {f.name} removed")
@@ -136,6 +155,13 @@ def export_model(model: torch.nn.Module, file: str | Path, include=("torchscript
     return results
 
 
+def _precision(fmt: str, half: bool, int8: bool) -> str | None:
+    """What a HALF_WEIGHTS format stores ('fp16', 'int8'), which sets the tolerance of its check; None: the input's."""
+    if fmt not in HALF_WEIGHTS:
+        return None
+    return "int8" if int8 else "fp16" if half else None
+
+
 def names_from_data(data: str | Path) -> dict[int, str]:
     """Class names from a data YAML (its `names`); a classification folder's names come from its task (export.py)."""
     p = Path(data)
@@ -152,7 +178,7 @@ def names_from_data(data: str | Path) -> dict[int, str]:
 def export_weights(weights: str | Path = "yolov5s.pt", include=("torchscript",), imgsz=(640, 640),
                    batch_size: int = 1, device: str = "cpu", half: bool = False, inplace: bool = False,
                    optimize: bool = False, dynamic: bool = False, simplify: bool = False, opset: int = 12,
-                   data: str | Path = "", names: dict[int, str] | None = None) -> dict[str, Path]:
+                   data: str | Path = "", names: dict[int, str] | None = None, int8: bool = False) -> dict[str, Path]:
     """export.py: load a checkpoint (ours or upstream's) and export it; returns {format: path}. Class names: `names`,
     else --data's, else the model's."""
     from utils.checkpoint import load_model
@@ -163,7 +189,7 @@ def export_weights(weights: str | Path = "yolov5s.pt", include=("torchscript",),
     include = check_include(include)  # before loading anything: a missing package is one line, at once
     file = attempt_download(weights[0] if isinstance(weights, (list, tuple)) else weights)
     dev = select_device(device)
-    check_options(imgsz, batch_size, dev, half, dynamic, optimize)
+    check_options(imgsz, batch_size, dev, half, dynamic, optimize, include, int8, data)
     model = load_model(file, device=dev, fuse=True, inplace=inplace)
     given = names or (names_from_data(data) if data else None)
     names = dict(given or model.names)
@@ -171,7 +197,7 @@ def export_weights(weights: str | Path = "yolov5s.pt", include=("torchscript",),
         if len(names) != int(getattr(model, "nc", len(names))):
             raise ExportError(f"--data {data} names {len(names)} classes, {file} predicts {model.nc}")
     results = export_model(model, file, include, imgsz, batch_size, dev, half, dynamic, simplify, opset, optimize,
-                           names)
+                           names, int8, data)
     task = metadata.model_task(model)
     last = list(results.values())[-1]
     lines = [f"\nExport complete ({time.perf_counter() - t:.1f}s)",

@@ -12,7 +12,11 @@ FORMATS = (
     ("TorchScript", "torchscript", ".torchscript", True, True, "torch"),
     ("ONNX", "onnx", ".onnx", True, True, "onnx"),
     ("OpenVINO", "openvino", "_openvino_model", True, False, "openvino"),
+    ("TensorFlow Lite", "tflite", ".tflite", True, False, "litert_torch"),
+    ("ncnn", "ncnn", "_ncnn_model", True, False, "pnnx"),
 )
+# Formats whose --half means float16 weights in the file, which needs no GPU to write.
+HALF_WEIGHTS = ("tflite",)
 
 
 class ExportError(CheckpointError):
