@@ -51,7 +51,7 @@ def main(argv: list[str]) -> None:
         epochs = trainer.clock.epochs
     train_s = [sum(s for n, s in ordered(r) if n not in ("validation", "logging", "checkpoint")) for r in epochs]
     print(f"\n{cfg.cfg or cfg.weights} {cfg.imgsz}px batch {cfg.batch_size} on {trainer.device} "
-          f"({trainer.recipe.name}), {trainer.nb} batches per epoch\n")
+          f"({trainer.recipe.name}), {trainer.batches_per_epoch} batches per epoch\n")
     print(table(epochs))
     last = epochs[-1]
     print(f"\nlast epoch: validation {last.get('validation', 0.0):.2f} s = "

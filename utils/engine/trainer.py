@@ -103,7 +103,7 @@ class Trainer:
     """Trains one model for one task as `cfg` says; `fit()` returns the final figures."""
 
     def __init__(self, cfg: TrainConfig, task: Task, hyp: dict | None = None, sync_phases: bool = False):
-        self.cfg, self.task, self.hyp_in = cfg.check(), task, hyp
+        self.cfg, self.task, self.hyp_given = cfg.check(), task, hyp
         self.sync_phases = sync_phases  # synchronise CUDA around each timed phase (benchmarks/epoch_profile.py)
         self.rank, self.world = dist.rank(), dist.world_size()
         self.main = dist.is_main()
@@ -137,12 +137,12 @@ class Trainer:
         self._optimization(model, hyp, ckpt)  # restores optimizer, EMA and RNG state when resuming
         opts = dataclasses.replace(LoaderOptions.from_config(cfg, self.data), imgsz=self.imgsz)  # rounded size
         self.train_loader, self.dataset = self.task.build_dataloader(
-            self.data["train"], opts, hyp, self.batch, self.gs, mode="train", rank=self.rank, nc=self.nc)
-        self.nb = len(self.train_loader)
+            self.data["train"], opts, hyp, self.batch, self.max_stride, mode="train", rank=self.rank, nc=self.nc)
+        self.batches_per_epoch = len(self.train_loader)
         self.val_loader = None
         if self.main:
-            self.val_loader, _ = self.task.build_dataloader(self.data["val"], opts, hyp, self.batch * 2, self.gs,
-                                                            mode="val", rank=-1, nc=self.nc)
+            self.val_loader, _ = self.task.build_dataloader(self.data["val"], opts, hyp, self.batch * 2,
+                                                            self.max_stride, mode="val", rank=-1, nc=self.nc)
         self.model, self.hyp = model, hyp
         self.ctx = TrainContext(cfg=cfg, model=model, dataset=self.dataset, names=self.names, nc=self.nc, hyp=hyp,
                                 imgsz=self.imgsz, save_dir=self.save_dir, main=self.main)
@@ -163,7 +163,7 @@ class Trainer:
         self.results_log = ResultsLog(self.save_dir / "results.csv", cols) if self.main else None
         if self.main:
             self.loggers = Loggers.create(cfg, self.save_dir)
-            self.loggers.on_train_start(cfg.to_dict(), self.hyp_raw, self.data)
+            self.loggers.on_train_start(cfg.to_dict(), self.hyp_unscaled, self.data)
 
     def _resume_checkpoint(self) -> dict | None:
         """With --resume: load last.pt and continue with the options it was trained with (where to run may change)."""
@@ -191,13 +191,13 @@ class Trainer:
     def _hyperparameters(self, ckpt: dict | None) -> dict:
         """Given hyp, else the resumed run's, else --hyp / the data YAML's `hyp:` / scratch-low; saved with opt."""
         cfg = self.cfg
-        hyp = self.hyp_in if self.hyp_in is not None else (ckpt or {}).get("hyp")
+        hyp = self.hyp_given if self.hyp_given is not None else (ckpt or {}).get("hyp")
         if hyp is None:
             cfg.hyp = hyp_path(cfg.hyp, self.data)
             hyp = yaml.safe_load(find_file(cfg.hyp).read_text())
         # keys the task adds (the semantic gains) show in the log line and hyp.yaml even when the file lacks them
         hyp = {**self.task.hyp_defaults(), **hyp, "label_smoothing": cfg.label_smoothing}
-        self.hyp_raw = dict(hyp)  # as given, before train-time scaling: what resume starts from
+        self.hyp_unscaled = dict(hyp)  # as given, before train-time scaling: what resume starts from
         if self.main:
             LOGGER.info(colorstr("hyperparameters: ") + ", ".join(f"{k}={v}" for k, v in hyp.items()))
             (self.save_dir / "hyp.yaml").write_text(yaml.safe_dump(hyp, sort_keys=False))
@@ -207,8 +207,8 @@ class Trainer:
     def _batching(self, model: nn.Module, hyp: dict) -> None:
         """Image size, batch per process (AutoBatch for -1) and accumulation up to the nominal batch."""
         cfg = self.cfg
-        self.gs = max(int(model.stride.max()), 32) if hasattr(model, "stride") else 32
-        self.imgsz = check_img_size(cfg.imgsz, self.gs, floor=self.gs * 2)
+        self.max_stride = max(int(model.stride.max()), 32) if hasattr(model, "stride") else 32
+        self.imgsz = check_img_size(cfg.imgsz, self.max_stride, floor=self.max_stride * 2)
         if cfg.batch_size == -1:
             from utils.autobatch import autobatch
 
@@ -226,8 +226,8 @@ class Trainer:
         cfg = self.cfg
         self.optimizer = smart_optimizer(model, cfg.optimizer, hyp["lr0"], hyp["momentum"], hyp["weight_decay"],
                                          lr_mult=self.task.lr_mults(hyp))
-        self.lf = lr_lambda(hyp["lrf"], cfg.epochs, cos=cfg.cos_lr)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lf)
+        self.lr_factor = lr_lambda(hyp["lrf"], cfg.epochs, cos=cfg.cos_lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lr_factor)
         self.ema = ModelEMA(model) if self.main else None
         self.amp_dtype = self.recipe.amp_dtype
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
@@ -329,7 +329,8 @@ class Trainer:
         """Epochs: train, then (rank 0) validate, log and checkpoint, until done, stopped early or out of time."""
         cfg = self.cfg
         # warmup iterations; warmup_epochs 0 means none (upstream classifiers), not upstream detection's 100 minimum
-        self.nw = max(round(self.hyp["warmup_epochs"] * self.nb), 100) if self.hyp["warmup_epochs"] > 0 else -1
+        warmup_epochs = self.hyp["warmup_epochs"]
+        self.warmup_iters = max(round(warmup_epochs * self.batches_per_epoch), 100) if warmup_epochs > 0 else -1
         self.last_opt_step = -1
         stopper, stop = EarlyStopping(cfg.patience), False
         self.final_figures = {}
@@ -339,13 +340,13 @@ class Trainer:
                     f"Starting training for {cfg.epochs} epochs...")
         for epoch in range(self.start_epoch, cfg.epochs):
             self.clock.start_epoch()
-            mloss = self._train_epoch(epoch)
+            mean_losses = self._train_epoch(epoch)
             lr = [g["lr"] for g in self.optimizer.param_groups[:3]]  # x/lr0..2; groups past them repeat with a mult
             self.scheduler.step()
             timed_out = cfg.max_train_seconds and time.time() - t_start > cfg.max_train_seconds
             if self.main:
                 final = epoch + 1 == cfg.epochs or stopper.possible_stop or bool(timed_out)
-                stop = self._end_epoch(epoch, mloss, lr, stopper, final)
+                stop = self._end_epoch(epoch, mean_losses, lr, stopper, final)
             self.clock.end_epoch()
             if timed_out:
                 LOGGER.info(f"Stopping after epoch {epoch}: --max-train-seconds {cfg.max_train_seconds} reached")
@@ -365,7 +366,7 @@ class Trainer:
         if getattr(self.train_loader, "generator", None) is not None:
             # Shuffle order as a function of (seed, epoch), so a resumed run sees the epochs it would have seen.
             self.train_loader.generator.manual_seed(cfg.seed * 100003 + epoch)
-        mloss = torch.zeros(len(self.task.loss_names), device=dev)
+        mean_losses = torch.zeros(len(self.task.loss_names), device=dev)
         first_bad = torch.full((), -1, device=dev, dtype=torch.long)
         LOGGER.info(("\n" + "%11s" * (4 + len(self.task.loss_names))) %
                     ("Epoch", "GPU_mem", *self.task.loss_names, "Instances", "Size"))
@@ -374,15 +375,15 @@ class Trainer:
         t_log, clock = 0.0, self.clock
         t_data = clock.now()
         for i, raw in enumerate(pbar):
-            ni = i + self.nb * epoch
+            iteration = i + self.batches_per_epoch * epoch
             batch = self.task.preprocess(raw, dev)
             clock.add("data", clock.now() - t_data)  # waiting for the loader, and the batch's trip to the device
-            loss, items = self._step(batch, ni, epoch)
+            loss, items = self._step(batch, iteration, epoch)
             # Device-side bookkeeping only: reading these values every batch would stall the GPU.
-            mloss.mul_(i / (i + 1)).add_(items.detach().float() / (i + 1))
+            mean_losses.mul_(i / (i + 1)).add_(items.detach().float() / (i + 1))
             bad = ~torch.isfinite(loss.detach()).all()
             first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, i), first_bad)
-            if i == self.nb - 1 or time.time() - t_log > 0.5:  # read the device at most twice a second
+            if i == self.batches_per_epoch - 1 or time.time() - t_log > 0.5:  # read the device at most twice a second
                 t_log = time.time()
                 if int(first_bad) >= 0:
                     raise NonFiniteLoss(f"loss became NaN or infinite at epoch {epoch}, batch {int(first_bad)}; "
@@ -390,20 +391,21 @@ class Trainer:
                                         f"or check the labels of that batch.")
                 if self.main:
                     mem = f"{torch.cuda.memory_reserved() / 1e9 if torch.cuda.is_available() else 0:.3g}G"
-                    pbar.set_description(("%11s" * 2 + "%11.4g" * (2 + len(mloss))) % (
-                        f"{epoch}/{cfg.epochs - 1}", mem, *mloss.tolist(), self.task.instances(batch),
+                    pbar.set_description(("%11s" * 2 + "%11.4g" * (2 + len(mean_losses))) % (
+                        f"{epoch}/{cfg.epochs - 1}", mem, *mean_losses.tolist(), self.task.instances(batch),
                         batch["img"].shape[-1]))
-            if self.main and not cfg.noplots and ni < 3:
+            if self.main and not cfg.noplots and iteration < 3:
                 with clock("plots"):
-                    self.task.plot_train_batch(batch, self.save_dir / f"train_batch{ni}.jpg", names=self.names)
+                    self.task.plot_train_batch(batch, self.save_dir / f"train_batch{iteration}.jpg", names=self.names)
             t_data = clock.now()
-        return mloss
+        return mean_losses
 
-    def _step(self, batch: dict, ni: int, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _step(self, batch: dict, iteration: int, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward and backward of one batch; the optimizer steps once `accumulate` batches are in."""
         cfg = self.cfg
-        if ni <= self.nw:
-            self.accumulate = warmup(self.optimizer, ni, self.nw, epoch, self.lf, self.hyp, self.nbs, cfg.batch_size)
+        if iteration <= self.warmup_iters:
+            self.accumulate = warmup(self.optimizer, iteration, self.warmup_iters, epoch, self.lr_factor, self.hyp,
+                                     self.nbs, cfg.batch_size)
         if cfg.multi_scale:
             batch["img"] = self._random_resize(batch["img"])
         batch["img"] = batch["img"].contiguous(memory_format=self.recipe.memory_format)
@@ -414,7 +416,7 @@ class Trainer:
             loss, items = self.criterion(float_outputs(preds), batch)  # in fp32 whatever the forward ran in
         if getattr(self.train_loader, "quad", False):  # the loader decides: --quad is refused where masks can't tile
             loss = loss * 4.0
-        step_now = ni - self.last_opt_step >= self.accumulate
+        step_now = iteration - self.last_opt_step >= self.accumulate
         # accumulation steps skip DDP's gradient all-reduce; the step that updates weights syncs
         sync_ctx = self.train_model.no_sync() if (self.world > 1 and not step_now) else contextlib.nullcontext()
         with sync_ctx, clock("backward"):
@@ -429,10 +431,10 @@ class Trainer:
             if self.ema is not None:
                 with clock("ema"):
                     self.ema.update(self.model)
-            self.last_opt_step = ni
+            self.last_opt_step = iteration
         return loss, items
 
-    def _end_epoch(self, epoch: int, mloss: torch.Tensor, lr: list[float], stopper: EarlyStopping,
+    def _end_epoch(self, epoch: int, mean_losses: torch.Tensor, lr: list[float], stopper: EarlyStopping,
                    final: bool) -> bool:
         """Rank 0: validate the EMA, log results.csv, keep best.pt and last.pt; True when early stopping says so."""
         cfg = self.cfg
@@ -443,39 +445,40 @@ class Trainer:
                 res = self.evaluator(self.ema.ema, self.criterion)
             figures, vloss = res.figures, res.losses if res.losses is not None else vloss
             self.ctx.maps = res.metric.maps
-        fi = self.task.fitness(figures) if figures else 0.0
-        stop = stopper(epoch, fi)
-        if fi >= self.best_fitness:
-            self.best_fitness = fi
+        fitness = self.task.fitness(figures) if figures else 0.0
+        stop = stopper(epoch, fitness)
+        if fitness >= self.best_fitness:
+            self.best_fitness = fitness
         self.final_figures = figures
         with self.clock("logging"):
-            row = self.results_log.append(epoch, [*mloss.tolist(), *[figures.get(n, 0.0) for n in
+            row = self.results_log.append(epoch, [*mean_losses.tolist(), *[figures.get(n, 0.0) for n in
                                                                      self.task.metric_names], *vloss.tolist(), *lr])
             self.loggers.on_epoch_end(epoch, row)
         if not cfg.nosave or final:
             with self.clock("checkpoint"):
-                self._save(epoch, fi)
+                self._save(epoch, fitness)
         return stop
 
     def _random_resize(self, img: torch.Tensor) -> torch.Tensor:
-        sz = random.randrange(int(self.imgsz * 0.5), int(self.imgsz * 1.5) + self.gs) // self.gs * self.gs
-        sf = sz / max(img.shape[2:])
-        if sf == 1:
+        step = self.max_stride
+        size = random.randrange(int(self.imgsz * 0.5), int(self.imgsz * 1.5) + step) // step * step
+        scale = size / max(img.shape[2:])
+        if scale == 1:
             return img
-        ns = [math.ceil(x * sf / self.gs) * self.gs for x in img.shape[2:]]
-        return nn.functional.interpolate(img, size=ns, mode="bilinear", align_corners=False)
+        new_shape = [math.ceil(x * scale / step) * step for x in img.shape[2:]]
+        return nn.functional.interpolate(img, size=new_shape, mode="bilinear", align_corners=False)
 
     def _checkpoint(self, epoch: int) -> dict:
         m = dist.unwrap(self.model)
         ck = make_checkpoint(m, self.ema.ema, self.ema.updates, self.optimizer, epoch, self.best_fitness,
                              self.cfg.to_dict(), train_state=rng_state(), half=False)
-        ck.update(task=self.task.name, scaler=self.scaler.state_dict(), hyp=self.hyp_raw)
+        ck.update(task=self.task.name, scaler=self.scaler.state_dict(), hyp=self.hyp_unscaled)
         return ck
 
-    def _save(self, epoch: int, fi: float) -> None:
+    def _save(self, epoch: int, fitness: float) -> None:
         ckpt = self._checkpoint(epoch)
         save_checkpoint(ckpt, self.last)
-        if self.best_fitness == fi:
+        if self.best_fitness == fitness:
             save_checkpoint(ckpt, self.best)
         if self.cfg.save_period > 0 and epoch % self.cfg.save_period == 0:
             save_checkpoint(ckpt, self.wdir / f"epoch{epoch}.pt")
