@@ -41,7 +41,7 @@ def exported(w: Path, fmt: str) -> Path:
 
 def city_checkpoint(path: Path) -> Path:
     """A yolov5n-city (detection + semantic) model with 3 box classes and 4 map classes."""
-    from models.yolo import build_model
+    from models.build import build_model
     from utils.checkpoint import make_checkpoint as make
     from utils.checkpoint import save_checkpoint
     from utils.log import quiet
