@@ -8,6 +8,12 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository root
+CACHE_ENV = "MTYOLO_CACHE_DIR"
+
+
+def user_cache_dir() -> Path:
+    """Where machine-specific measurements and exports are kept: $MTYOLO_CACHE_DIR, else ~/.cache/mt-yolov5."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "mt-yolov5")
 DATASETS_DIR = Path(os.getenv("YOLOv5_DATASETS_DIR", ROOT / "datasets"))
 # Where datasets fetched by name land: upstream's ../datasets beside the repository (the generated sets stay in ours)
 DOWNLOADS_DIR = Path(os.getenv("YOLOv5_DATASETS_DIR", ROOT.parent / "datasets"))

@@ -24,9 +24,9 @@ import torch
 
 from utils.device import cpu_name
 from utils.log import LOGGER
+from utils.paths import CACHE_ENV, user_cache_dir  # noqa: F401 (CACHE_ENV: tests set it)
 
 RECIPE_ENV = "MTYOLO_CPU_RECIPE"
-CACHE_ENV = "MTYOLO_CACHE_DIR"
 
 
 @dataclass(frozen=True)
@@ -125,8 +125,7 @@ def time_recipes(model: torch.nn.Module, imgsz: int, batch: int, candidates: lis
 
 def cache_file() -> Path:
     """Where measured recipes are kept ($MTYOLO_CACHE_DIR, else ~/.cache/mt-yolov5)."""
-    root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "mt-yolov5"
-    return Path(root) / "cpu_recipes.json"
+    return user_cache_dir() / "cpu_recipes.json"
 
 
 def cache_key(model: torch.nn.Module, imgsz: int, batch: int) -> str:

@@ -26,6 +26,7 @@ from utils.device import cpu_name
 from utils.export.backend import load_exported
 from utils.export.exporter import export_model
 from utils.log import LOGGER, quiet
+from utils.paths import user_cache_dir
 
 RUNTIME_ENV = "MTYOLO_CPU_RUNTIME"
 RUNTIMES = ("pytorch", "onnx", "openvino")
@@ -54,8 +55,7 @@ def runtime_folder(weights: Path, fingerprint: str) -> Path:
     """Beside the weights (`<stem>_cpu_runtimes/`), or in the user cache when their folder is read-only."""
     if os.access(weights.parent, os.W_OK):
         return weights.parent / f"{weights.stem}_cpu_runtimes"
-    root = Path(os.environ.get("MTYOLO_CACHE_DIR") or Path.home() / ".cache" / "mt-yolov5")
-    return root / "cpu_runtimes" / f"{weights.stem}-{fingerprint}"
+    return user_cache_dir() / "cpu_runtimes" / f"{weights.stem}-{fingerprint}"
 
 
 def time_models(models: dict[str, nn.Module], imgsz: list[int], rounds: int = 3) -> dict[str, float]:
@@ -104,16 +104,17 @@ def fastest_cpu_model(model: nn.Module, weights: Path, imgsz: list[int]) -> nn.M
         shutil.rmtree(folder, ignore_errors=True)
         saved = {"weights": fingerprint, "choices": {}}
     choices = saved["choices"]
+    loaded: dict[str, nn.Module] = {}
     try:
         if forced != "auto":
             runtime, summary = forced, f"set by {RUNTIME_ENV}"
         elif key in choices:
             runtime, summary = choices[key]["runtime"], choices[key]["summary"] + ", measured earlier"
         else:
-            candidates = {"pytorch": model}
+            loaded = {"pytorch": model}
             for rt in available_runtimes()[1:]:
-                candidates[rt] = load_exported(_export(model, weights, folder, rt, imgsz))
-            times = time_models(candidates, imgsz)
+                loaded[rt] = load_exported(_export(model, weights, folder, rt, imgsz))
+            times = time_models(loaded, imgsz)
             runtime = min(times, key=times.get)
             summary = ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in times.items())
             choices[key] = {"runtime": runtime, "summary": summary}
@@ -121,7 +122,8 @@ def fastest_cpu_model(model: nn.Module, weights: Path, imgsz: list[int]) -> nn.M
         if runtime == "pytorch":
             LOGGER.info(f"CPU runtime: PyTorch, the fastest here ({summary})")
             return model
-        exported = load_exported(_export(model, weights, folder, runtime, imgsz))
+        exported = loaded[runtime] if runtime in loaded else load_exported(_export(model, weights, folder, runtime,
+                                                                                  imgsz))
     except Exception as e:  # noqa: BLE001 - any export or runtime failure: PyTorch still predicts correctly
         LOGGER.warning(f"WARNING ⚠️ CPU runtime: staying on PyTorch ({type(e).__name__}: {str(e)[:200]})")
         return model
