@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from utils.data.loader import find_images, hwc_bgr_to_chw_rgb, stack_for_transfer
+from utils.data.loader import (CPU_WORKER_NICENESS, find_images, hwc_bgr_to_chw_rgb, seeded_loader,
+                               stack_for_transfer, worker_niceness)
 from utils.tasks.detect.dataset import YoloDataset, create_dataloader
 
 HYP = dict(hsv_h=0.015, hsv_s=0.7, hsv_v=0.4, degrees=0.0, translate=0.1, scale=0.5, shear=0.0, perspective=0.0,
@@ -146,6 +147,31 @@ def test_ram_cache_and_insufficient_memory(tmp_path, log, monkeypatch):
     assert any("not caching images in RAM" in r.getMessage() for r in log.records)
 
 
+def test_small_sets_are_cached_without_the_flag(tmp_path, log, monkeypatch):
+    from utils.data.loader import LoaderOptions
+
+    # no --cache: "auto", which keeps a small set decoded in RAM and says so in one line
+    assert LoaderOptions().cache_for(train=True) == LoaderOptions().cache_for(train=False) == "auto"
+    im_dir = make_data(tmp_path)
+    ds = YoloDataset(im_dir, img_size=64, batch_size=2, cache_images="auto")
+    assert ds.cache_mode == "ram" and all(im is not None for im in ds.ims)
+    assert any("caching 6 images in RAM" in r.getMessage() and "--cache off" in r.getMessage() for r in log.records)
+    # --cache off (and its spellings) never caches; v7.0's --cache val leaves the training images alone
+    for off in ("off", "none", "False"):
+        assert LoaderOptions(cache=off).cache_for(train=True) is None
+    assert LoaderOptions(cache="val").cache_for(train=True) is None
+    assert LoaderOptions(cache="val").cache_for(train=False) == "ram"
+    # a set over the budget, in bytes or as a share of free memory, is read from disk as before, silently
+    log.clear()
+    monkeypatch.setattr("utils.tasks.detect.dataset.AUTO_CACHE_BYTES", 100)
+    ds = YoloDataset(im_dir, img_size=64, batch_size=2, cache_images="auto")
+    assert ds.cache_mode is None and all(im is None for im in ds.ims)
+    assert not any("RAM" in r.getMessage() for r in log.records)
+    monkeypatch.setattr("utils.tasks.detect.dataset.AUTO_CACHE_BYTES", 1 << 30)
+    monkeypatch.setattr("utils.tasks.detect.dataset.available_memory", lambda: 10_000)
+    assert YoloDataset(im_dir, img_size=64, batch_size=2, cache_images="auto").cache_mode is None
+
+
 def test_txt_list_and_list_of_paths(tmp_path):
     im_dir = make_data(tmp_path)
     names = sorted(os.listdir(im_dir))[:3]
@@ -230,3 +256,33 @@ def test_loader_options_from_flags_and_data_yaml_dirs(tmp_path):
     _, seg_ds = seg.build_dataloader(str(root / "leftImg8bit" / "train"), opts, HYP, 2, 32, "val")
     assert (seg.mask_ratio, seg.overlap) == (2, False)  # the flags reach the task
     assert (seg_ds.downsample_ratio, seg_ds.overlap) == (2, False)  # and its dataset
+
+
+class _Niceness(torch.utils.data.Dataset):
+    """Each sample is the niceness of the process that loaded it."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.tensor(os.nice(0))
+
+
+def test_workers_yield_to_cpu_training():
+    # without CUDA the workers share the cores with the training step and must not preempt it
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA machine: workers keep their priority")
+    loader = seeded_loader(_Niceness(), batch_size=2, workers=1, shuffle=False, rank=-1, seed=0,
+                           collate_fn=torch.stack, persistent=False)
+    if loader.num_workers == 0:
+        pytest.skip("one CPU: no worker processes")
+    seen = {int(v) for batch in loader for v in batch}
+    assert seen == {min(os.nice(0) + CPU_WORKER_NICENESS, 19)}
+
+
+def test_workers_keep_priority_with_cuda(monkeypatch):
+    # on a GPU machine the training process mostly waits for the GPU; workers that yielded would starve it
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert worker_niceness() == 0
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert worker_niceness() == CPU_WORKER_NICENESS > 0

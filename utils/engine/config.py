@@ -41,8 +41,9 @@ class TrainConfig:
     noautoanchor: bool = _f(False, "disable AutoAnchor")
     noplots: bool = _f(False, "save no plot files")
     evolve: int = _f(0, "evolve hyperparameters for N generations", nargs="?", const=300)
-    cache: str = _f("", "cache images in 'ram' (default) or on 'disk'; 'val': only the validation images, in RAM",
-                    nargs="?", const="ram")
+    cache: str = _f("", "cache images in 'ram' (default) or on 'disk'; 'val': only the validation images, in RAM; "
+                        "'off': never (without the flag a set that needs under 1 GB and 10%% of free memory is cached "
+                        "in RAM)", nargs="?", const="ram")
     image_weights: bool = _f(False, "sample training images weighted by their class rarity")
     device: str = _f("", "cuda device, e.g. 0 or 0,1,2,3, or cpu")
     multi_scale: bool = _f(False, "vary the image size +/- 50%% per batch")

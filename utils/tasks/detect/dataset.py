@@ -29,7 +29,8 @@ from utils.data.augment import (
 from utils.data.dataset_config import DatasetError
 from utils.data.imageio import imread
 from utils.data.labels import NUM_THREADS, img2label_paths, labels_dir_for, scan_labels
-from utils.data.loader import available_memory, find_images, hwc_bgr_to_chw_rgb, seeded_loader, stack_for_transfer
+from utils.data.loader import (AUTO_CACHE_BYTES, AUTO_CACHE_SHARE, available_memory, find_images, hwc_bgr_to_chw_rgb,
+                               seeded_loader, stack_for_transfer)
 from utils.data.sample import IGNORE_INDEX, Sample, new_sample
 from utils.log import LOGGER
 from utils.paths import DATASETS_DIR
@@ -141,8 +142,10 @@ class YoloDataset(Dataset):
         self.npy_files = [_npy_dir(f, images_dir) / f"{Path(f).stem}_{hashlib.md5(f.encode()).hexdigest()[:10]}.npy"
                           for f in self.im_files]
         self.prepare()
-        self.cache_mode = cache_images if cache_images in ("ram", "disk") else None
-        if self.cache_mode == "ram" and not self.check_cache_ram(prefix=prefix):
+        self.cache_mode = cache_images if cache_images in ("ram", "disk", "auto") else None
+        if self.cache_mode == "auto":
+            self.cache_mode = "ram" if self.small_enough_to_cache(prefix) else None
+        elif self.cache_mode == "ram" and not self.check_cache_ram(prefix=prefix):
             self.cache_mode = None
         if self.cache_mode:
             self._cache_images()
@@ -202,8 +205,8 @@ class YoloDataset(Dataset):
                 shapes[i] = [1.0, 1.0 / ari.min()]
         self.batch_shapes = (np.ceil(np.array(shapes) * self.img_size / stride + pad).astype(int) * stride)  # (h, w)
 
-    def check_cache_ram(self, safety_margin: float = 0.1, prefix: str = "") -> bool:
-        """Estimate the RAM that caching all resized images needs (from a sample of 30) and compare to what's free."""
+    def ram_cache_bytes(self) -> float:
+        """The RAM that caching all resized images needs, estimated from a sample of 30."""
         k = min(self.n, 30)
         b = 0
         for i in random.sample(range(self.n), k=k):
@@ -212,7 +215,20 @@ class YoloDataset(Dataset):
                 continue
             r = self.img_size / max(im.shape[:2])
             b += im.nbytes * r**2
-        need = b * self.n / max(k, 1) * self.cache_bytes_factor
+        return b * self.n / max(k, 1) * self.cache_bytes_factor
+
+    def small_enough_to_cache(self, prefix: str = "") -> bool:
+        """Whether a set cached without --cache fits the automatic cache's budget (and saying so when it does)."""
+        need, avail = self.ram_cache_bytes(), available_memory()
+        ok = need <= AUTO_CACHE_BYTES and (avail is None or need <= AUTO_CACHE_SHARE * avail)
+        if ok:
+            LOGGER.info(f"{prefix}caching {self.n} images in RAM ({need / 2**20:.0f} MB, a small set; --cache off "
+                        f"to not)")
+        return ok
+
+    def check_cache_ram(self, safety_margin: float = 0.1, prefix: str = "") -> bool:
+        """Estimate the RAM that caching all resized images needs and compare to what's free."""
+        need = self.ram_cache_bytes()
         avail = available_memory()
         ok = avail is None or need * (1 + safety_margin) < avail
         if not ok:
@@ -435,7 +451,7 @@ def create_dataloader(path, imgsz: int, batch_size: int, stride: int, single_cls
                        "ignoring it")
         quad = False
     dataset = dataset_cls(path, imgsz, batch_size, augment=augment, hyp=hyp, rect=rect, image_weights=image_weights,
-                          cache_images=cache if cache in ("ram", "disk") else ("ram" if cache is True else None),
+                          cache_images=cache if cache in ("ram", "disk", "auto") else ("ram" if cache is True else None),
                           single_cls=single_cls, stride=int(stride), pad=pad, min_items=min_items, prefix=prefix,
                           nc=nc, images_dir=images_dir, labels_dir=labels_dir, **(dataset_kw or {}))
     # image weights resample dataset.indices each epoch: workers must be re-created to see it
