@@ -45,9 +45,15 @@ class Detect(nn.Module):
         for i in range(self.nl):
             x[i] = self.m[i](x[i])
             _, _, ny, nx = x[i].shape
-            x[i] = x[i].view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous()
+            x[i] = x[i].view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2)
             if self.training:
+                # A channels_last map is already (bs, ny, nx, na, no) in memory: the permuted view reads each
+                # anchor's outputs contiguously, so the loss takes it as it is, and its gradient needs no copy back
+                # to the convolution's layout either (yolov5s 640 b8, AVX2 EPYC: 4 copies of every output map).
+                if x[i].stride(-1) != 1:
+                    x[i] = x[i].contiguous()
                 continue
+            x[i] = x[i].contiguous()
             if self._grid_stale(i, x[i]):
                 self.grid[i], self.anchor_grid[i] = self._make_grid(nx, ny, i, x[i])
             n = self.na * ny * nx

@@ -195,14 +195,24 @@ def load_yaml_cfg(cfg: str | Path | dict) -> dict:
     return from_multiyolo_yaml({**d, "yaml_file": path.name}) if is_multiyolo_yaml(d) else d
 
 
+INPLACE_ACTIVATIONS = (nn.Hardswish, nn.LeakyReLU, nn.ReLU, nn.ReLU6, nn.SiLU)
+
+
 def initialize_weights(model: nn.Module) -> None:
     """Upstream's init: BatchNorm eps 1e-3 / momentum 0.03, activations in place (conv weights keep torch defaults)."""
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.eps = 1e-3
             m.momentum = 0.03
-        elif isinstance(m, (nn.Hardswish, nn.LeakyReLU, nn.ReLU, nn.ReLU6, nn.SiLU)):
+        elif isinstance(m, INPLACE_ACTIVATIONS):
             m.inplace = True
+
+
+def set_inplace_activations(model: nn.Module, inplace: bool) -> None:
+    """Run the activations in place (inference: no new buffer per layer) or not (training, see BaseModel.train)."""
+    for m in model.modules():
+        if isinstance(m, INPLACE_ACTIVATIONS) and hasattr(m, "inplace"):
+            m.inplace = inplace
 
 
 def check_anchor_order(m: Detect) -> None:
@@ -230,6 +240,17 @@ class BaseModel(nn.Module):
     """Runs `self.model` layer by layer, keeping the outputs later layers refer to (`self.save`)."""
 
     task = "detect"  # the kind of model, saved in checkpoints: which task's scripts serve it
+
+    def train(self, mode: bool = True) -> BaseModel:
+        """Train or eval mode; activations run in place only in eval mode.
+
+        Autograd needs a SiLU's input for its gradient, so an in-place SiLU in training first clones that input:
+        two extra passes over every activation map (yolov5s 640 b8 on a 2-core AVX2 EPYC: 175 ms of a 4.6 s step).
+        At inference in-place saves a fresh buffer per layer. Upstream checkpoints arrive with in-place activations.
+        """
+        super().train(mode)
+        set_inplace_activations(self, not mode)
+        return self
 
     def forward(self, x: torch.Tensor, augment: bool = False, profile: bool = False, visualize=False):
         """Plain forward; `visualize` is a folder for feature-map images (or False)."""

@@ -311,3 +311,29 @@ def test_inplace_decode_equals_functional_decode(cfg, quiet):
     # the same arithmetic, up to the last bit of SIMD sigmoid on a strided view
     assert torch.allclose(fast[0], slow[0], rtol=1e-6, atol=1e-5)
     assert all(torch.allclose(a, b, rtol=1e-6, atol=1e-6) for a, b in zip(fast[-1], slow[-1]))  # raw maps untouched
+
+
+def test_activations_in_place_only_at_inference():
+    # in training an in-place SiLU makes autograd clone its input (two extra passes over each activation map)
+    from models.yolo import INPLACE_ACTIVATIONS
+
+    model = build_model("yolov5n.yaml")
+    acts = [m for m in model.modules() if isinstance(m, INPLACE_ACTIVATIONS)]
+    assert acts and all(a.inplace for a in model.eval().modules() if isinstance(a, INPLACE_ACTIVATIONS))
+    assert not any(a.inplace for a in model.train().modules() if isinstance(a, INPLACE_ACTIVATIONS))
+
+
+def test_channels_last_training_maps_are_views_with_the_same_loss():
+    # a channels_last head output is already (bs, ny, nx, na, no) in memory: no copy, same values and gradients
+    torch.manual_seed(0)
+    model = build_model("yolov5n.yaml").train()
+    x = torch.rand(2, 3, 64, 64)
+    ref = model(x)
+    grads_ref = torch.autograd.grad(sum((p * p).sum() for p in ref), list(model.parameters()))
+    model.to(memory_format=torch.channels_last)
+    out = model(x.contiguous(memory_format=torch.channels_last))
+    assert all(p.stride(-1) == 1 and not p.is_contiguous() for p in out)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-4) for a, b in zip(out, ref))  # layouts round differently
+    grads = torch.autograd.grad(sum((p * p).sum() for p in out), list(model.parameters()))
+    assert all((a - b).abs().max() <= 1e-3 * b.abs().max() for a, b in zip(grads, grads_ref))
+    assert all(p.is_contiguous() for p in model.to(memory_format=torch.contiguous_format)(x))
