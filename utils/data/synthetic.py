@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing
 import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -230,6 +232,22 @@ def _label_lines(objects, w: int, h: int) -> tuple[str, str]:
     return "".join(det), "".join(seg)
 
 
+def _write_sample(job: tuple) -> None:
+    """Render image i of a split and write its image, links, box and polygon labels and semantic mask."""
+    seed, split, i, imgsz_range, d = job
+    im, objects, sem, quality = _sample(seed, split, i, imgsz_range)
+    name = f"{split}_{i:05d}"
+    img = d["img"] / f"{name}.jpg"
+    cv2.imencode(".jpg", im, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tofile(str(img))
+    _link(img, d["seg_img"] / img.name)
+    _link(img, d["sem_img"] / img.name)
+    det, seg = _label_lines(objects, im.shape[1], im.shape[0])
+    (d["det"] / f"{name}.txt").write_text(det)
+    (d["sem_det"] / f"{name}.txt").write_text(det)
+    (d["seg"] / f"{name}.txt").write_text(seg)
+    cv2.imencode(".png", sem)[1].tofile(str(d["sem"] / f"{name}.png"))
+
+
 def _link(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst)
@@ -277,20 +295,17 @@ def generate_shapes(root: str | Path, n_train: int = DEFAULTS["n_train"], n_val:
         for d in dirs[split].values():
             d.mkdir(parents=True, exist_ok=True)
     try:
-        for split, n in (("train", n_train), ("val", n_val)):
-            d = dirs[split]
-            for i in range(n):
-                im, objects, sem, quality = _sample(seed, split, i, imgsz_range)
-                name = f"{split}_{i:05d}"
-                img = d["img"] / f"{name}.jpg"
-                cv2.imencode(".jpg", im, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tofile(str(img))
-                _link(img, d["seg_img"] / img.name)
-                _link(img, d["sem_img"] / img.name)
-                det, seg = _label_lines(objects, im.shape[1], im.shape[0])
-                (d["det"] / f"{name}.txt").write_text(det)
-                (d["sem_det"] / f"{name}.txt").write_text(det)
-                (d["seg"] / f"{name}.txt").write_text(seg)
-                cv2.imencode(".png", sem)[1].tofile(str(d["sem"] / f"{name}.png"))
+        jobs = [(seed, split, i, tuple(imgsz_range), dirs[split]) for split, n in (("train", n_train), ("val", n_val))
+                for i in range(n)]
+        # every image has its own random stream, so processes can share the work and the files stay the same
+        n_proc = min(os.cpu_count() or 1, 8, max(len(jobs) // 32, 1))
+        if n_proc > 1:
+            with ProcessPoolExecutor(n_proc, mp_context=multiprocessing.get_context("spawn" if os.name == "nt"
+                                                                                     else "fork")) as pool:
+                list(pool.map(_write_sample, jobs, chunksize=16))
+        else:
+            for job in jobs:
+                _write_sample(job)
         sig = _signature(n_train, n_val, seed, imgsz_range)
         yaml_names = {"det": "shapes.yaml", "seg": "shapes-seg.yaml", "semantic": "shapes-semantic.yaml"}
         for t in TREES:
