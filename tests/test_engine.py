@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
+from conftest import ROOT
 
 from utils.engine.config import TrainConfig, add_arguments, from_namespace
 from utils.engine.results import ResultsLog
@@ -209,3 +211,17 @@ def test_cpu_evaluation_in_chunks_equals_whole_batch(cfg, monkeypatch):
     flat = [chunked[0], *chunked[1:-1], *chunked[-1]], [whole[0], *whole[1:-1], *whole[-1]]
     assert len(flat[0]) == len(flat[1]) and all(a.shape == b.shape for a, b in zip(*flat))
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-4) for a, b in zip(*flat))
+
+
+@pytest.mark.parametrize("given,expected", [("", torch.optim.AdamW), ("SGD", torch.optim.SGD)])
+def test_hyp_file_names_its_optimizer(tiny_data, tmp_path, given, expected):
+    """A hyp file tuned for one optimizer (hyp.shapes.yaml: AdamW) gets it unless --optimizer says otherwise."""
+    hyp = yaml.safe_load((ROOT / "data/hyps/hyp.scratch-low.yaml").read_text())
+    (tmp_path / "hyp.yaml").write_text(yaml.safe_dump({**hyp, "lr0": 0.002, "optimizer": "AdamW"}))
+    cfg = make_cfg(tiny_data, tmp_path, epochs=1, hyp=str(tmp_path / "hyp.yaml"), optimizer=given)
+    trainer = Trainer(cfg, DetectionTask())
+    trainer.fit()
+    assert type(trainer.optimizer) is expected
+    assert yaml.safe_load((tmp_path / "exp/opt.yaml").read_text())["optimizer"] == expected.__name__
+    # without the key, upstream's SGD
+    assert TrainConfig().optimizer == "" and "optimizer" not in hyp

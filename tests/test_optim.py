@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from utils.errors import ConfigError
 from utils.optim import clip_gradients, lr_lambda, nominal_accumulate, scale_weight_decay, smart_optimizer, warmup
 
 HYP = {"lr0": 0.01, "momentum": 0.937, "warmup_momentum": 0.8, "warmup_bias_lr": 0.1}
@@ -66,7 +67,7 @@ def test_other_optimizers(name, cls):
     assert [g["weight_decay"] for g in opt.param_groups] == [0.0, 1e-4, 0.0]
     if name.startswith("Adam"):
         assert opt.param_groups[0]["betas"] == (0.9, 0.999)
-    with pytest.raises(NotImplementedError, match="Lion"):
+    with pytest.raises(ConfigError, match="Lion"):
         smart_optimizer(_Net(), "Lion")
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from utils.errors import ConfigError
 from utils.log import LOGGER, colorstr
 
 
@@ -64,7 +65,7 @@ def smart_optimizer(model: nn.Module, name: str = "SGD", lr: float = 0.001, mome
     elif key == "rmsprop":
         cls, kw = torch.optim.RMSprop, {"lr": lr, "momentum": momentum}
     else:
-        raise NotImplementedError(f"optimizer '{name}' is not supported: use SGD, Adam, AdamW or RMSProp")
+        raise ConfigError(f"optimizer '{name}' is not supported: use SGD, Adam, AdamW or RMSProp")
     kw.update(_fast_kwargs(cls, all_params, fast))
     # Upstream's order: biases first, then decayed weights, then norm weights (results.csv x/lr0..2 follow it).
     optimizer = None
