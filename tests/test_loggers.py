@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -180,6 +181,29 @@ def test_tensorboard_events_hold_results_columns(offline_run):
         images |= set(ea.Tags()["images"])
     assert set(steps) == set(columns) and all(sorted(s) == [0, 1] for s in steps.values())
     assert "Validation/val_batch0_pred" in images
+
+
+def test_tensorboard_images_are_the_files_themselves(tmp_path):
+    # plots are already PNG/JPEG on disk: logged as they are, not decoded and re-encoded (5 s a run through PIL)
+    ea_mod = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    import cv2
+    from torch.utils.tensorboard import SummaryWriter
+
+    from utils.loggers.tensorboard import TensorBoardBackend
+
+    files = [tmp_path / "plot.png", tmp_path / "batch.jpg"]
+    for f, (h, w) in zip(files, [(30, 50), (40, 20)]):
+        cv2.imwrite(str(f), np.full((h, w, 3), 90, np.uint8))
+    backend = TensorBoardBackend(SummaryWriter, tmp_path)
+    backend.on_train_start({}, {}, {})
+    backend.log_images("Results", files, 3)
+    backend.close()
+    ea = ea_mod.EventAccumulator(str(tmp_path), size_guidance={"images": 0})
+    ea.Reload()
+    assert sorted(ea.Tags()["images"]) == ["Results/batch", "Results/plot"]
+    for f, (h, w) in zip(files, [(30, 50), (40, 20)]):
+        event = ea.Images(f"Results/{f.stem}")[0]
+        assert event.encoded_image_string == f.read_bytes() and (event.height, event.width, event.step) == (h, w, 3)
 
 
 def test_failing_backends_warn_once_and_training_finishes(tiny_data, tmp_path, monkeypatch, log, wandb_env):
