@@ -215,7 +215,7 @@ def test_cpu_evaluation_in_chunks_equals_whole_batch(cfg, monkeypatch):
 
 @pytest.mark.parametrize("given,expected", [("", torch.optim.AdamW), ("SGD", torch.optim.SGD)])
 def test_hyp_file_names_its_optimizer(tiny_data, tmp_path, given, expected):
-    """A hyp file tuned for one optimizer (hyp.shapes.yaml: AdamW) gets it unless --optimizer says otherwise."""
+    """A hyp file tuned for one optimizer (hyp.shapes-adamw.yaml: AdamW) gets it unless --optimizer says otherwise."""
     hyp = yaml.safe_load((ROOT / "data/hyps/hyp.scratch-low.yaml").read_text())
     (tmp_path / "hyp.yaml").write_text(yaml.safe_dump({**hyp, "lr0": 0.002, "optimizer": "AdamW"}))
     cfg = make_cfg(tiny_data, tmp_path, epochs=1, hyp=str(tmp_path / "hyp.yaml"), optimizer=given)
