@@ -66,7 +66,7 @@ def test_loading_off_macos_is_one_line_for_every_script(tmp_path):
     import val
 
     w = make_checkpoint("detect", tmp_path / "det.pt")
-    f = export.run(weights=[str(w)], include=["coreml"], imgsz=[64], half=True)["coreml"]
+    f = export.run(weights=[str(w)], include=["coreml"], imgsz=[64], half=True)[0]["coreml"]
     assert f.name == "det-fp16.mlpackage"
     with pytest.raises(BackendError, match=r"det-fp16.mlpackage: Core ML models run only on macOS \(this is linux\)"):
         load_backend(f)
@@ -82,8 +82,8 @@ def test_half_stores_float16_weights_behind_float32_features(tmp_path):
     from utils.export.coreml import read_metadata
 
     w = make_checkpoint("classify", tmp_path / "cls.pt")
-    full = export.run(weights=[str(w)], include=["coreml"], imgsz=[32])["coreml"]
-    half = export.run(weights=[str(w)], include=["coreml"], imgsz=[32], half=True)["coreml"]
+    full = export.run(weights=[str(w)], include=["coreml"], imgsz=[32])[0]["coreml"]
+    half = export.run(weights=[str(w)], include=["coreml"], imgsz=[32], half=True)[0]["coreml"]
 
     def size(d: Path) -> int:
         return sum(p.stat().st_size for p in d.rglob("*") if p.is_file())
