@@ -62,8 +62,8 @@ def export_coreml(model: torch.nn.Module, im: torch.Tensor, file: Path, meta: di
         raise ExportError("Core ML export is static here: export without --dynamic")
     f = coreml_path(file, half)
     model, im = model.float().cpu(), im.float().cpu()
-    # torch.export rather than torch.jit.trace: a trace reads the batch size from a shape through aten::Int, which
-    # coremltools 9.0 folds with int() of a 1-element array, an error under numpy >= 2.4. torch.export makes every
+    # torch.export rather than torch.jit.trace: a trace reads sizes from shapes through aten::Int, which coremltools
+    # 9.0 folds with int() of a 1-element array, an error under our numpy 2.4. torch.export makes every
     # shape a constant; the default decompositions turn aten.__and__ (which coremltools does not map) into
     # bitwise_and (which it does).
     with _quiet():
