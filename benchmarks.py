@@ -79,7 +79,9 @@ def benchmark_format(fmt: dict, weights: Path, opt: argparse.Namespace, task: st
     files = [p for p in f.rglob("*") if p.is_file()] if f.is_dir() else \
         [p for p in f.parent.rglob("*") if p.is_file()] if f.suffix == ".xml" else [f]
     row["size"] = sum(p.stat().st_size for p in files) / 1e6
-    if not opt.test:
+    if not fmt["runs_here"]:  # exported and its spec checked; its runtime exists on another system only
+        row["check"] += f"; {fmt['format']} runs only on macOS, not validated"
+    elif not opt.test:
         r = validator(task)(weights=[str(f)], data=opt.data, imgsz=opt.imgsz, batch_size=opt.batch_size,
                             device=opt.device, workers=0, half=opt.half, project=str(ROOT / "runs/benchmarks"),
                             name=fmt["argument"])

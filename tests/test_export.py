@@ -273,7 +273,7 @@ def test_cli_prints_one_error_line_and_exits_1(tmp_path):
     err = [x for x in (r.stdout + r.stderr).splitlines() if x.startswith("ERROR")]
     assert r.returncode == 1 and err == ["ERROR: --include paddle: PaddlePaddle export is not supported here "
                                          "(x2paddle 1.6.0 fails with current onnx) "
-                                         "(supported: torchscript, onnx, openvino, tflite, ncnn)"]
+                                         "(supported: torchscript, onnx, openvino, tflite, ncnn, coreml)"]
 
 
 def test_detection_plus_semantic_exports_boxes_and_class_logits(tmp_path, log):

@@ -30,7 +30,8 @@ class BackendError(CheckpointError):
 
 
 def backend_kind(path: str | Path) -> str:
-    """'pytorch', 'torchscript', 'onnx' or 'openvino' from the file name (an OpenVINO model is a folder or .xml)."""
+    """'pytorch', 'torchscript', 'onnx', 'openvino', 'tflite', 'ncnn' or 'coreml' from the file name (OpenVINO, ncnn
+    and Core ML .mlpackage models are folders)."""
     p = Path(path)
     if p.suffix == ".torchscript":
         return "torchscript"
@@ -42,6 +43,8 @@ def backend_kind(path: str | Path) -> str:
         return "tflite"
     if p.name.endswith("_ncnn_model") or p.name.endswith(".ncnn.param"):
         return "ncnn"
+    if p.suffix in (".mlpackage", ".mlmodel"):
+        return "coreml"
 
     return "pytorch"
 
@@ -104,6 +107,10 @@ def weights_kind(weights: str | Path) -> str | None:
             from utils.export.ncnn import read_metadata as ncnn_metadata
 
             return ncnn_metadata(path)["task"]
+        if kind == "coreml":
+            from utils.export.coreml import read_metadata as coreml_metadata
+
+            return coreml_metadata(path)["task"]
         if kind == "torchscript":
             extra = {metadata.TS_EXTRA: ""}
             torch.jit.load(str(path), _extra_files=extra, map_location="cpu")
@@ -127,10 +134,10 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu") -> Expor
         if not found:
             raise FileNotFoundError(f"{path}: no OpenVINO .xml model in this folder")
         path = found[0]
-    if not path.is_file():
+    if not (path.exists() if kind == "coreml" else path.is_file()):  # an .mlpackage is a folder
         raise FileNotFoundError(f"{path} not found")
     loader = {"torchscript": _torchscript, "onnx": _onnx, "openvino": _openvino, "tflite": _tflite,
-              "ncnn": _ncnn}.get(kind)
+              "ncnn": _ncnn, "coreml": _coreml}.get(kind)
     if loader is None:
         raise BackendError(f"{path}: not an exported model (.torchscript, .onnx or OpenVINO .xml)")
     model = loader(path, device)
@@ -324,6 +331,12 @@ def _ncnn(path: Path, device: torch.device) -> ExportedModel:
     from utils.export.ncnn import load_runner
 
     return _from_runner(path, device, "ncnn", load_runner, shown=path.parent)  # the model folder
+
+
+def _coreml(path: Path, device: torch.device) -> ExportedModel:
+    from utils.export.coreml import load_runner
+
+    return _from_runner(path, device, "coreml", load_runner)  # off macOS: one line saying it runs only there
 
 
 def val_imgsz(model: nn.Module, imgsz: int) -> tuple[int, bool]:

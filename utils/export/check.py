@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from utils.export import coreml
 from utils.export.formats import ExportError
 
 TOLERANCE = 1e-3  # largest difference allowed on any output (fp32), relative above 1
@@ -15,7 +16,7 @@ TOLERANCE = 1e-3  # largest difference allowed on any output (fp32), relative ab
 # the shapes fixture (TFLite int8: 15 px off at outputs up to 320 px, mAP50-95 0.792 -> 0.721).
 RELATIVE_TOLERANCE = {"fp16": 1e-2, "int8": 0.1}
 RUNTIMES = {"torchscript": "torch.jit", "onnx": "onnxruntime", "openvino": "OpenVINO", "tflite": "LiteRT",
-            "ncnn": "ncnn"}
+            "ncnn": "ncnn", "coreml": "Core ML"}
 
 
 def second_input(im: torch.Tensor, gs: int) -> torch.Tensor:
@@ -33,6 +34,8 @@ def max_difference(file: Path, model: torch.nn.Module, im: torch.Tensor, dynamic
 
     if backend_kind(file) == "onnx" and importlib.util.find_spec("onnxruntime") is None:
         return None
+    if backend_kind(file) == "coreml" and not coreml.RUNS_HERE:  # export_coreml checked its spec instead
+        return None
     exported = load_exported(file, im.device)
     worst = 0.0
     for x in [im, second_input(im, gs)] if dynamic else [im]:
@@ -46,6 +49,13 @@ def max_difference(file: Path, model: torch.nn.Module, im: torch.Tensor, dynamic
         worst = max([worst, *((a.float() - b.float()).abs().div(b.float().abs().clamp_min(1)).max().item()
                               for a, b in zip(got, ref) if b.numel())])
     return worst
+
+
+def unchecked(fmt: str) -> str:
+    """Why an export's numbers were not compared with PyTorch (the one line export.py prints instead)."""
+    if fmt == "coreml":
+        return f"numbers not checked: {coreml.NOT_HERE} (checked here: the spec's input, outputs, shapes, metadata)"
+    return f"not checked: {RUNTIMES[fmt]} is not installed"
 
 
 def tolerance(model: torch.nn.Module, im: torch.Tensor, precision: str | None = None) -> float:

@@ -12,17 +12,16 @@ from pathlib import Path
 import torch
 
 from utils.export import metadata
-from utils.export.check import RUNTIMES, max_difference, tolerance
+from utils.export.check import RUNTIMES, max_difference, tolerance, unchecked
 from utils.export.formats import FORMATS, HALF_WEIGHTS, ExportError, export_formats
 from utils.export.prepare import describe_outputs, prepare_model
 from utils.log import LOGGER, colorstr
 from utils.tasks import registry
 
 # Formats upstream YOLOv5 v7.0 exports that this toolkit does not: named so the error says so rather than "unknown".
-UPSTREAM_ONLY = {"engine": "TensorRT", "coreml": "CoreML", "saved_model": "TF SavedModel", "pb": "TF GraphDef",
+UPSTREAM_ONLY = {"engine": "TensorRT", "saved_model": "TF SavedModel", "pb": "TF GraphDef",
                  "edgetpu": "TF Edge TPU", "tfjs": "TF.js", "paddle": "PaddlePaddle"}
 WHY_NOT = {"engine": " (it needs an NVIDIA GPU to build and check an engine; none was available)",
-           "coreml": " (coremltools 9.0 fails on this PyTorch's traces)",
            "paddle": " (x2paddle 1.6.0 fails with current onnx)"}
 
 
@@ -90,6 +89,7 @@ def export_model(model: torch.nn.Module, file: str | Path, include=("torchscript
                  names: dict[int, str] | None = None, int8: bool = False, data: str | Path = "") -> dict[str, Path]:
     """Export a live model to each format in `include`, next to `file`; returns {format: path}."""
     from utils.export.calibration import calibration_images
+    from utils.export.coreml import export_coreml
     from utils.export.ncnn import export_ncnn
     from utils.export.onnx import export_onnx
     from utils.export.openvino import export_openvino
@@ -132,6 +132,8 @@ def export_model(model: torch.nn.Module, file: str | Path, include=("torchscript
                                   calibration=lambda: calibration_images(data, new, meta.get("preprocess")))
             elif fmt == "ncnn":
                 f = export_ncnn(model, im, file, meta, dynamic=dynamic)
+            elif fmt == "coreml":
+                f = export_coreml(model, im, file, meta, half=weights_half, dynamic=dynamic)
             dt = time.perf_counter() - t0
             t1 = time.perf_counter()
             d = max_difference(f, model, im, dynamic, gs)
@@ -147,7 +149,7 @@ def export_model(model: torch.nn.Module, file: str | Path, include=("torchscript
             failures.append(f"{name}: {msg}")
             continue
         checked = (f"largest difference vs PyTorch {d:.2e} ({RUNTIMES[fmt]}, {dc:.1f}s)" if d is not None
-                   else f"not checked: {RUNTIMES[fmt]} is not installed")
+                   else unchecked(fmt))
         LOGGER.info(f"{prefix} export success ✅ {dt:.1f}s, saved as {f} ({_size_mb(f, fmt):.1f} MB); {checked}")
         results[fmt] = f
     if failures:

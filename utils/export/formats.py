@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 from utils.checkpoint import CheckpointError
 
@@ -14,9 +15,12 @@ FORMATS = (
     ("OpenVINO", "openvino", "_openvino_model", True, False, "openvino"),
     ("TensorFlow Lite", "tflite", ".tflite", True, False, "litert_torch"),
     ("ncnn", "ncnn", "_ncnn_model", True, False, "pnnx"),
+    ("CoreML", "coreml", ".mlpackage", True, False, "coremltools"),
 )
 # Formats whose --half means float16 weights in the file, which needs no GPU to write.
-HALF_WEIGHTS = ("tflite",)
+HALF_WEIGHTS = ("tflite", "coreml")
+# Formats whose runtime exists only on macOS: elsewhere they export and check their spec, but do not run.
+MACOS_ONLY = ("coreml",)
 
 
 class ExportError(CheckpointError):
@@ -24,6 +28,8 @@ class ExportError(CheckpointError):
 
 
 def export_formats() -> list[dict]:
-    """The format table as dicts, with whether the package each format needs is installed here."""
+    """The format table as dicts, with whether the package each format needs is installed here, and whether its
+    runtime can run the file on this system."""
     keys = ("format", "argument", "suffix", "cpu", "gpu", "package")
-    return [{**dict(zip(keys, row)), "available": importlib.util.find_spec(row[5]) is not None} for row in FORMATS]
+    return [{**dict(zip(keys, row)), "available": importlib.util.find_spec(row[5]) is not None,
+             "runs_here": row[1] not in MACOS_ONLY or sys.platform == "darwin"} for row in FORMATS]
