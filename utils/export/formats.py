@@ -14,6 +14,7 @@ FORMATS = (
     ("OpenVINO", "openvino", "_openvino_model", True, False, "openvino"),
     ("TensorFlow Lite", "tflite", ".tflite", True, False, "litert_torch"),
     ("ncnn", "ncnn", "_ncnn_model", True, False, "pnnx"),
+    ("PaddlePaddle", "paddle", "_paddle_model", True, False, "x2paddle"),
 )
 # Formats whose --half means float16 weights in the file, which needs no GPU to write.
 HALF_WEIGHTS = ("tflite",)
