@@ -137,6 +137,31 @@ def test_flags_and_missing_stacks_are_one_line(tmp_path, monkeypatch):
         load_backend(folder)
 
 
+def test_x2paddle_input_has_no_shared_weights_or_unit_dilations_and_computes_the_same(tmp_path):
+    """The graph fixes x2paddle 1.6.0 needs (utils/export/x2paddle_compat.py) keep the model's outputs."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxslim")
+    from utils.export.x2paddle_compat import readable_graph
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.Conv2d(4, 4, 1), torch.nn.MaxPool2d(3, 1, 1))
+    with torch.no_grad():
+        net[0].bias.zero_()
+        net[1].bias.zero_()  # equal initializers: torch's exporter shares them through an Identity node
+    src, dst = tmp_path / "m.onnx", tmp_path / "fixed.onnx"
+    x = torch.rand(1, 3, 8, 8)
+    torch.onnx.export(net, x, str(src), opset_version=12, input_names=["images"], dynamo=False)
+    before = onnx.load(str(src)).graph.node
+    assert any(n.op_type == "Identity" for n in before)
+    assert any(a.name == "dilations" for n in before if n.op_type == "MaxPool" for a in n.attribute)
+    readable_graph(src, dst)
+    after = onnx.load(str(dst)).graph.node
+    assert not any(n.op_type == "Identity" for n in after)
+    assert not any(a.name == "dilations" for n in after if n.op_type == "MaxPool" for a in n.attribute)
+    run = [ort.InferenceSession(str(f)).run(None, {"images": x.numpy()})[0] for f in (src, dst)]
+    assert abs(run[0] - run[1]).max() == 0 and abs(run[0] - net(x).detach().numpy()).max() < 1e-6
+
+
 def test_paddle_missing_stack_and_metadata_are_one_line(tmp_path, monkeypatch):
     import export
 

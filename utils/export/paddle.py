@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -66,7 +67,9 @@ def export_paddle(model: torch.nn.Module, im: torch.Tensor, file: Path, meta: di
 def load_runner(path: Path) -> tuple[dict, Callable[[torch.Tensor], list[np.ndarray]], tuple[int, int], int]:
     """(metadata, run(batch) -> outputs, (h, w), batch) of a Paddle model folder (or its model.pdiparams)."""
     try:
-        from paddle import inference
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # paddle warns on import that ccache (for building its C++ ops) is absent
+            from paddle import inference
     except ImportError:
         raise ExportError(f"{path}: running PaddlePaddle models needs paddlepaddle (pip install paddlepaddle)") \
             from None

@@ -6,10 +6,11 @@ x2paddle 1.6.0 (its latest release) was written for onnx < 1.15 and for onnx fil
 - `onnx.mapping` (TENSOR_TYPE_TO_NP_TYPE) and `onnx.version.version` are gone from onnx: both are put back, built
   from onnx.helper.tensor_dtype_to_np_dtype and onnx.__version__;
 - torch's exporter shares equal initializers (the zero biases of freshly fused convolutions) through Identity
-  nodes, which x2paddle's Conv cannot find among the weights: each Identity of an initializer becomes its own copy;
-- MaxPool carries dilations=[1, 1], which x2paddle rejects: dilations of 1 are the default and are dropped;
-- shape arithmetic (Shape, Mod, Where, ... of adaptive pooling) that x2paddle turns into code Paddle cannot trace:
-  onnxslim folds it into constants first (the input shape is static).
+  nodes, which x2paddle's Conv cannot find among the weights ("... not a key in ..."), and
+- shape arithmetic (Shape, Mod, Where, ... of adaptive pooling) that x2paddle turns into code Paddle cannot trace
+  ("Cannot interpret '1' as a data type"): onnxslim removes the Identity nodes and folds the arithmetic into
+  constants (the input shape is static);
+- MaxPool carries dilations=[1, 1], which x2paddle rejects: dilations of 1 are the default and are dropped.
 
 It runs in its own process because x2paddle imports the code it generates through sys.path, can exit() or abort
 the process on a model it cannot convert, and the onnx shims must not leak into the exporting process. Nothing here
@@ -48,23 +49,11 @@ def readable_graph(src: str | Path, dst: str | Path) -> None:
     import onnxslim
 
     m = onnxslim.slim(onnx.load(str(src)))
-    g = m.graph
-    inits = {t.name: t for t in g.initializer}
-    nodes = []
-    for n in g.node:
-        if n.op_type == "Identity" and n.input[0] in inits:
-            t = onnx.TensorProto()
-            t.CopyFrom(inits[n.input[0]])
-            t.name = n.output[0]
-            g.initializer.append(t)
-            continue
+    for n in m.graph.node:
         if n.op_type == "MaxPool":
             keep = [a for a in n.attribute if not (a.name == "dilations" and all(v == 1 for v in a.ints))]
             del n.attribute[:]
             n.attribute.extend(keep)
-        nodes.append(n)
-    del g.node[:]
-    g.node.extend(nodes)
     onnx.save(m, str(dst))
 
 
