@@ -269,11 +269,10 @@ def test_missing_openvino_and_simplifiers_are_one_line(tmp_path, log, monkeypatc
 
 def test_cli_prints_one_error_line_and_exits_1(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "export.py"), "--weights", str(tmp_path / "none.pt"),
-                        "--include", "paddle"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+                        "--include", "saved_model"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     err = [x for x in (r.stdout + r.stderr).splitlines() if x.startswith("ERROR")]
-    assert r.returncode == 1 and err == ["ERROR: --include paddle: PaddlePaddle export is not supported here "
-                                         "(x2paddle 1.6.0 fails with current onnx) "
-                                         "(supported: torchscript, onnx, openvino, tflite, ncnn, coreml)"]
+    assert r.returncode == 1 and err == ["ERROR: --include saved_model: TF SavedModel export is not supported here "
+                                         "(supported: torchscript, onnx, openvino, tflite, ncnn, paddle, coreml)"]
 
 
 def test_detection_plus_semantic_exports_boxes_and_class_logits(tmp_path, log):

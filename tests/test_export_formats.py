@@ -1,5 +1,6 @@
-"""The formats of requirements-export.txt: TFLite (litert-torch, ai-edge-quantizer; LiteRT runs it) and ncnn (pnnx;
-ncnn runs it), every task, fp32 against PyTorch, TFLite fp16/int8, and val.py on each file.
+"""The formats of requirements-export.txt: TFLite (litert-torch, ai-edge-quantizer; LiteRT runs it), ncnn (pnnx;
+ncnn runs it) and PaddlePaddle (x2paddle; Paddle Inference runs it), every task, fp32 against PyTorch, TFLite
+fp16/int8, and val.py on each file.
 
 A format whose stack is not installed is skipped in one line."""
 
@@ -18,7 +19,10 @@ from test_export import NAMES, eval_outputs, make_checkpoint
 from utils.export import ExportError
 from utils.export.backend import BackendError, load_backend, weights_kind
 
-STACKS = {"tflite": ("litert_torch", "ai_edge_litert", "ai_edge_quantizer"), "ncnn": ("pnnx", "ncnn")}
+STACKS = {"tflite": ("litert_torch", "ai_edge_litert", "ai_edge_quantizer"), "ncnn": ("pnnx", "ncnn"),
+          "paddle": ("x2paddle", "paddle")}
+RUNTIMES = {"tflite": "LiteRT", "ncnn": "ncnn", "paddle": "Paddle Inference"}
+BATCH = {"tflite": 1, "ncnn": None, "paddle": 1}  # the batch each file takes (ncnn: any, image by image)
 
 
 def installed(fmt: str) -> bool:
@@ -36,7 +40,7 @@ needs_tflite = pytest.mark.skipif(not installed("tflite"), reason="tflite: expor
 
 
 def exported(w: Path, fmt: str) -> Path:
-    return w.with_suffix(".tflite") if fmt == "tflite" else w.parent / f"{w.stem}_ncnn_model"
+    return w.with_suffix(".tflite") if fmt == "tflite" else w.parent / f"{w.stem}_{fmt}_model"
 
 
 def city_checkpoint(path: Path) -> Path:
@@ -61,11 +65,11 @@ def test_every_task_exports_and_runs_like_pytorch(fmt, task, tmp_path, log):
     w = city_checkpoint(tmp_path / "city.pt") if task == "semantic" else make_checkpoint(task, tmp_path / f"{task}.pt")
     export.run(weights=[str(w)], include=[fmt], imgsz=[64], device="cpu")
     f = exported(w, fmt)
-    runtime = {"tflite": "LiteRT", "ncnn": "ncnn"}[fmt]
-    assert f"saved as {f}" in log.text and f"({runtime}, " in log.text
+    assert f"saved as {f}" in log.text and f"({RUNTIMES[fmt]}, " in log.text
     assert weights_kind(f) == task
     pt, m = load_backend(w), load_backend(f, task=task)
-    assert (m.format, m.names, m.fixed_imgsz, m.batch) == (fmt, NAMES, (64, 64), 1 if fmt == "tflite" else None)
+    assert (m.format, m.names, m.fixed_imgsz, m.batch) == (fmt, NAMES, (64, 64), BATCH[fmt])
+    assert m.task == task and f.is_dir() == (fmt != "tflite")
     assert m.stride.tolist() == pt.stride.tolist()
     im = torch.rand(2, 3, 64, 64)  # batch 2 through a batch-1 file: sliced (ncnn: image by image)
     ref, got = eval_outputs(pt, im), eval_outputs(m, im)
@@ -131,6 +135,52 @@ def test_flags_and_missing_stacks_are_one_line(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ncnn", None)
     with pytest.raises(BackendError, match=r"running ncnn models needs ncnn \(pip install ncnn\)"):
         load_backend(folder)
+
+
+def test_x2paddle_input_has_no_shared_weights_or_unit_dilations_and_computes_the_same(tmp_path):
+    """The graph fixes x2paddle 1.6.0 needs (utils/export/x2paddle_compat.py) keep the model's outputs."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxslim")
+    from utils.export.x2paddle_compat import readable_graph
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.Conv2d(4, 4, 1), torch.nn.MaxPool2d(3, 1, 1))
+    with torch.no_grad():
+        net[0].bias.zero_()
+        net[1].bias.zero_()  # equal initializers: torch's exporter shares them through an Identity node
+    src, dst = tmp_path / "m.onnx", tmp_path / "fixed.onnx"
+    x = torch.rand(1, 3, 8, 8)
+    torch.onnx.export(net, x, str(src), opset_version=12, input_names=["images"], dynamo=False)
+    before = onnx.load(str(src)).graph.node
+    assert any(n.op_type == "Identity" for n in before)
+    assert any(a.name == "dilations" for n in before if n.op_type == "MaxPool" for a in n.attribute)
+    readable_graph(src, dst)
+    after = onnx.load(str(dst)).graph.node
+    assert not any(n.op_type == "Identity" for n in after)
+    assert not any(a.name == "dilations" for n in after if n.op_type == "MaxPool" for a in n.attribute)
+    run = [ort.InferenceSession(str(f)).run(None, {"images": x.numpy()})[0] for f in (src, dst)]
+    assert abs(run[0] - run[1]).max() == 0 and abs(run[0] - net(x).detach().numpy()).max() < 1e-6
+
+
+def test_paddle_missing_stack_and_metadata_are_one_line(tmp_path, monkeypatch):
+    import export
+
+    folder = tmp_path / "cls_paddle_model"
+    folder.mkdir()
+    (folder / "model.pdiparams").write_bytes(bytes(16))
+    if importlib.util.find_spec("paddle"):
+        with pytest.raises(BackendError, match=r"cls_paddle_model: its metadata.yaml is missing"):
+            load_backend(folder)
+    assert weights_kind(folder) is None  # unreadable here: the loader says why
+    monkeypatch.setitem(sys.modules, "paddle", None)
+    monkeypatch.setitem(sys.modules, "paddle.inference", None)
+    with pytest.raises(BackendError, match=r"running PaddlePaddle models needs paddlepaddle \(pip install"):
+        load_backend(folder)
+    monkeypatch.setitem(sys.modules, "x2paddle", None)
+    w = make_checkpoint("classify", tmp_path / "cls.pt")
+    with pytest.raises(ExportError, match=r"--include paddle: the x2paddle package is not installed"):
+        export.run(weights=[str(w)], include=["onnx", "paddle"], imgsz=[32])
+    assert not (tmp_path / "cls.onnx").exists()  # refused before any export
 
 
 @pytest.mark.shared

@@ -43,6 +43,8 @@ def backend_kind(path: str | Path) -> str:
         return "tflite"
     if p.name.endswith("_ncnn_model") or p.name.endswith(".ncnn.param"):
         return "ncnn"
+    if p.name.endswith("_paddle_model") or p.suffix == ".pdiparams":
+        return "paddle"
     if p.suffix in (".mlpackage", ".mlmodel"):
         return "coreml"
 
@@ -103,10 +105,8 @@ def weights_kind(weights: str | Path) -> str | None:
             from utils.export.tflite import read_metadata
 
             return read_metadata(path)["task"]
-        if kind == "ncnn":
-            from utils.export.ncnn import read_metadata as ncnn_metadata
-
-            return ncnn_metadata(path)["task"]
+        if kind in ("ncnn", "paddle"):
+            return metadata.read_folder_meta(path if path.is_dir() else path.parent)["task"]
         if kind == "coreml":
             from utils.export.coreml import read_metadata as coreml_metadata
 
@@ -129,6 +129,8 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu") -> Expor
     kind = backend_kind(path)
     if kind == "ncnn" and path.is_dir():
         path = path / "model.ncnn.param"
+    if kind == "paddle" and path.is_dir():
+        path = path / "model.pdiparams"
     if kind == "openvino" and path.is_dir():
         found = sorted(path.glob("*.xml"))
         if not found:
@@ -137,7 +139,7 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu") -> Expor
     if not (path.exists() if kind == "coreml" else path.is_file()):  # an .mlpackage is a folder
         raise FileNotFoundError(f"{path} not found")
     loader = {"torchscript": _torchscript, "onnx": _onnx, "openvino": _openvino, "tflite": _tflite,
-              "ncnn": _ncnn, "coreml": _coreml}.get(kind)
+              "ncnn": _ncnn, "paddle": _paddle, "coreml": _coreml}.get(kind)
     if loader is None:
         raise BackendError(f"{path}: not an exported model (.torchscript, .onnx or OpenVINO .xml)")
     model = loader(path, device)
@@ -331,6 +333,12 @@ def _ncnn(path: Path, device: torch.device) -> ExportedModel:
     from utils.export.ncnn import load_runner
 
     return _from_runner(path, device, "ncnn", load_runner, shown=path.parent)  # the model folder
+
+
+def _paddle(path: Path, device: torch.device) -> ExportedModel:
+    from utils.export.paddle import load_runner
+
+    return _from_runner(path, device, "paddle", load_runner, shown=path.parent)  # the model folder
 
 
 def _coreml(path: Path, device: torch.device) -> ExportedModel:

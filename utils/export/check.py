@@ -16,7 +16,7 @@ TOLERANCE = 1e-3  # largest difference allowed on any output (fp32), relative ab
 # the shapes fixture (TFLite int8: 15 px off at outputs up to 320 px, mAP50-95 0.792 -> 0.721).
 RELATIVE_TOLERANCE = {"fp16": 1e-2, "int8": 0.1}
 RUNTIMES = {"torchscript": "torch.jit", "onnx": "onnxruntime", "openvino": "OpenVINO", "tflite": "LiteRT",
-            "ncnn": "ncnn", "coreml": "Core ML"}
+            "ncnn": "ncnn", "paddle": "Paddle Inference", "coreml": "Core ML"}
 
 
 def second_input(im: torch.Tensor, gs: int) -> torch.Tensor:

@@ -20,9 +20,8 @@ from utils.tasks import registry
 
 # Formats upstream YOLOv5 v7.0 exports that this toolkit does not: named so the error says so rather than "unknown".
 UPSTREAM_ONLY = {"engine": "TensorRT", "saved_model": "TF SavedModel", "pb": "TF GraphDef",
-                 "edgetpu": "TF Edge TPU", "tfjs": "TF.js", "paddle": "PaddlePaddle"}
-WHY_NOT = {"engine": " (it needs an NVIDIA GPU to build and check an engine; none was available)",
-           "paddle": " (x2paddle 1.6.0 fails with current onnx)"}
+                 "edgetpu": "TF Edge TPU", "tfjs": "TF.js"}
+WHY_NOT = {"engine": " (it needs an NVIDIA GPU to build and check an engine; none was available)"}
 
 
 def check_include(include: list[str] | tuple[str, ...] | str) -> list[str]:
@@ -93,6 +92,7 @@ def export_model(model: torch.nn.Module, file: str | Path, include=("torchscript
     from utils.export.ncnn import export_ncnn
     from utils.export.onnx import export_onnx
     from utils.export.openvino import export_openvino
+    from utils.export.paddle import export_paddle
     from utils.export.tflite import export_tflite
     from utils.export.torchscript import export_torchscript
 
@@ -132,6 +132,8 @@ def export_model(model: torch.nn.Module, file: str | Path, include=("torchscript
                                   calibration=lambda: calibration_images(data, new, meta.get("preprocess")))
             elif fmt == "ncnn":
                 f = export_ncnn(model, im, file, meta, dynamic=dynamic)
+            elif fmt == "paddle":
+                f = export_paddle(model, im, file, meta, dynamic=dynamic, prefix=prefix)
             elif fmt == "coreml":
                 f = export_coreml(model, im, file, meta, half=weights_half, dynamic=dynamic)
             dt = time.perf_counter() - t0

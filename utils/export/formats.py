@@ -15,6 +15,7 @@ FORMATS = (
     ("OpenVINO", "openvino", "_openvino_model", True, False, "openvino"),
     ("TensorFlow Lite", "tflite", ".tflite", True, False, "litert_torch"),
     ("ncnn", "ncnn", "_ncnn_model", True, False, "pnnx"),
+    ("PaddlePaddle", "paddle", "_paddle_model", True, False, "x2paddle"),
     ("CoreML", "coreml", ".mlpackage", True, False, "coremltools"),
 )
 # Formats whose --half means float16 weights in the file, which needs no GPU to write.

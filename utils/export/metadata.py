@@ -10,15 +10,19 @@ from __future__ import annotations
 import ast
 import json
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
+from utils.export.formats import ExportError
 from utils.tasks import registry
 
 FORMAT = "mt-yolov5"
 VERSION = 1
 TS_EXTRA = "config.txt"  # the TorchScript extra file, as upstream names it
+FOLDER_META = "metadata.yaml"  # beside the files of a folder format (ncnn, PaddlePaddle), as upstream names it
 
 
 def model_task(model: torch.nn.Module) -> str:
@@ -109,3 +113,15 @@ def from_props(props: dict[str, str]) -> dict[str, Any]:
             except (ValueError, SyntaxError):
                 meta[k] = v
     return normalize(meta)
+
+
+def write_folder_meta(folder: Path, meta: dict[str, Any]) -> None:
+    """metadata.yaml of a folder format's model; its batch is the one the folder's files take."""
+    (folder / FOLDER_META).write_text(yaml.safe_dump(meta, sort_keys=False))
+
+
+def read_folder_meta(folder: Path) -> dict[str, Any]:
+    """The metadata.yaml of a folder format's model; one clear error when it is missing."""
+    if not (folder / FOLDER_META).is_file():
+        raise ExportError(f"{folder}: its {FOLDER_META} is missing (export it with export.py)")
+    return normalize(yaml.safe_load((folder / FOLDER_META).read_text()))

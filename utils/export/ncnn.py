@@ -16,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from utils.export import ExportError, metadata
 from utils.export.torchscript import export_torchscript
 
-PARAM, BIN, META = "model.ncnn.param", "model.ncnn.bin", "metadata.yaml"
+PARAM, BIN = "model.ncnn.param", "model.ncnn.bin"
 
 
 def ncnn_dir(file: Path) -> Path:
@@ -53,16 +52,13 @@ def export_ncnn(model: torch.nn.Module, im: torch.Tensor, file: Path, meta: dict
     if r.returncode != 0 or not (d / PARAM).is_file():
         tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
         raise ExportError(f"pnnx failed (exit {r.returncode}): {tail[0][:200]}")
-    (d / META).write_text(yaml.safe_dump({**meta, "batch": 1}, sort_keys=False))
+    metadata.write_folder_meta(d, {**meta, "batch": 1})
     return d
 
 
 def read_metadata(path: Path) -> dict:
     """The metadata.yaml of an ncnn model folder (given as the folder or its .param file)."""
-    d = path if path.is_dir() else path.parent
-    if not (d / META).is_file():
-        raise ExportError(f"{d}: its {META} is missing (export it with export.py)")
-    return metadata.normalize(yaml.safe_load((d / META).read_text()))
+    return metadata.read_folder_meta(path if path.is_dir() else path.parent)
 
 
 def load_runner(path: Path) -> tuple[dict, Callable[[torch.Tensor], list[np.ndarray]], tuple[int, int], None]:
