@@ -14,7 +14,7 @@ backward) counted by torch.utils.flop_counter.
 "ours" is what the trainer does: AMP on CUDA (bf16 where the GPU has it natively, else fp16 with a GradScaler) and
 channels_last; on a CPU the layout and autocast dtype the trainer measures for this machine, model, size and batch
 (utils/engine/recipe.py: the cached choice, or a probe of a few seconds; $MTYOLO_CPU_RECIPE forces one); fused
-optimizer kernels on CUDA (foreach on CPU), foreach EMA, and torch.compile with `--compile`. `--baseline` adds, in the
+optimizer kernels (CUDA and CPU), foreach EMA, and torch.compile with `--compile`. `--baseline` adds, in the
 same run on the same data, the recipe without those: fp32, contiguous tensors, the per-parameter optimizer loop
 (foreach=False), eager. On CUDA both report peak memory (torch.cuda.max_memory_allocated) of their training steps.
 Every model kind is timed with its task's own loss (memory.make_criterion: yolov5s-seg with box-shaped instance masks,
@@ -222,7 +222,7 @@ def main() -> None:
         label = f" [{r.name}]" if opt.baseline else ""
         print(f"\n{opt.cfg} {opt.img}px batch {bs} on {device} ({torch.get_num_threads()} threads){label}, "
               f"{'compiled' if r.compile else 'eager'}, AMP {r.amp}, channels_last {r.channels_last}, "
-              f"optimizer {('fused' if cuda else 'foreach') if r.fast_optimizer else 'for-loop'}")
+              f"optimizer {'fused' if r.fast_optimizer else 'for-loop'}")
         if cuda:  # PyTorch's default lets cuDNN run fp32 convolutions on TF32 tensor cores: say which applied
             print(f"cuDNN TF32 {torch.backends.cudnn.allow_tf32}, matmul TF32 {torch.backends.cuda.matmul.allow_tf32}")
         if res.stand_in_loss:
