@@ -6,7 +6,8 @@
 # (benchmarks/peer_epoch.py, run from .peer/yolov5 with the shim), ours through the Trainer's set-up and epoch loop
 # (benchmarks/trainer_epoch.py). The table gives ours/upstream speed (upstream seconds / ours) and memory.
 #   bash benchmarks/prepare_peer.sh                  # once, here: the peer into .peer/ (ignored; carried to the device)
-#   bash benchmarks/gpu_side_by_side.sh              # device 0, 640 px, 512 images: about 3-4 minutes on an H200
+#   bash benchmarks/gpu_side_by_side.sh              # device 0, 640 px, 512 images: estimated 3-5 minutes on an H200
+#   CASES="yolov5s-640-b64" bash benchmarks/gpu_side_by_side.sh                   # only the cases named
 #   DEVICE=cpu IMG=64 IMAGES=8 WORKERS=0 PEER_PY=~/.cache/mtyolo/peer/venv/bin/python bash benchmarks/gpu_side_by_side.sh
 # The last line is a dry run on a CPU (tiny sizes: its figures mean nothing). Logs: $OUT/side_by_side.log (one file:
 # the device tool returns at most 8). Each of the six processes is limited to $T_STEP seconds.
@@ -15,7 +16,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=${OUT:-gpu_logs}; mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
 DEVICE=${DEVICE:-0}; IMG=${IMG:-640}; IMAGES=${IMAGES:-512}; WORKERS=${WORKERS:-$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))}; T_STEP=${T_STEP:-120}
-PY=${PY:-python3}; PEER_PY=${PEER_PY:-$PY}
+PY=${PY:-python3}; PEER_PY=${PEER_PY:-$PY}; CASES=${CASES:-}  # CASES: some of the case names below, to rerun those
 PEER=$(cd "${PEER:-.peer}" 2>/dev/null && pwd) || { echo "no peer tree at ${PEER:-.peer}: run benchmarks/prepare_peer.sh first"; exit 1; }
 [ -f "$PEER/yolov5/train.py" ] || { echo "no upstream tree at $PEER/yolov5: run benchmarks/prepare_peer.sh first"; exit 1; }
 LOG=$OUT/side_by_side.log; : >"$LOG"
@@ -52,6 +53,7 @@ side() {  # case side command...: one process under its time limit, its RESULT l
 }
 case_() {  # name upstream-cfg ours-cfg batch kind
   local name=$1 up=$2 ours=$3 b=$4 kind=$5 flag=""
+  [ -z "$CASES" ] || [[ " $CASES " == *" $name "* ]] || return 0
   [ "$kind" = seg ] && flag=--seg
   side "$name" upstream env -C "$PEER/yolov5" PEER_DIR="$PEER" PYTHONPATH="$PEER/shim" YOLOv5_AUTOINSTALL=false \
     YOLOV5_CONFIG_DIR="$PEER/config" YOLOv5_DATASETS_DIR="$WORK" TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 \
@@ -70,7 +72,7 @@ rows = [json.loads(line) for line in open(sys.argv[1])]
 by = {(r["case"], r["side"]): r for r in rows}
 cases = list(dict.fromkeys(r["case"] for r in rows))
 gib = lambda r: "-" if r.get("peak_mem") is None else f"{r['peak_mem'] / 2 ** 30:.2f}"
-ips = lambda r: r["batches"] * r["batch"] / r["epoch_s"]
+ips = lambda r: r["images"] / r["epoch_s"]
 print(f"\n{'case':<22}{'upstream s/epoch':>17}{'ours s/epoch':>13}{'speed ours/up':>14}"
       f"{'up GiB':>8}{'ours GiB':>9}{'mem ours/up':>12}   data wait up/ours")
 for c in cases:
@@ -84,7 +86,7 @@ for c in cases:
 for c in cases:
     u, o = by.get((c, "upstream")), by.get((c, "ours"))
     if u and o:
-        print(f"{c}: {u['batches']} batches of {u['batch']} on {o['device']}, {ips(u):.1f} vs {ips(o):.1f} images/s; "
+        print(f"{c}: {u['images']} images in {u['batches']} batches on {o['device']}, {ips(u):.1f} vs {ips(o):.1f} images/s; "
               f"upstream AMP {u['amp']} accumulate {u['accumulate']}; ours {o['recipe']} accumulate {o['accumulate']}")
 print("goal (issue 14): speed ours/up >= 1.5x with mem ours/up <= 1.00x")
 PY

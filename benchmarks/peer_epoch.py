@@ -137,7 +137,7 @@ def main() -> None:
     epoch_s = sync(device) - t0
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     print("RESULT " + json.dumps({"side": "upstream", "case": opt.case, "epoch_s": epoch_s, "batches": nb,
-                                  "batch": opt.batch, "data_s": data_s, "peak_mem": peak,
+                                  "images": len(parts[3].dataset), "batch": opt.batch, "data_s": data_s, "peak_mem": peak,
                                   "amp": bool(parts[6]), "accumulate": parts[7], "device": str(device)}), flush=True)
 
 

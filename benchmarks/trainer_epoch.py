@@ -80,7 +80,7 @@ def main() -> None:
         trainer.loggers.close()
     peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None
     print("RESULT " + json.dumps({"side": "ours", "case": opt.case, "epoch_s": epoch_s,
-                                  "batches": trainer.batches_per_epoch, "batch": opt.batch, "data_s": data_s,
+                                  "batches": trainer.batches_per_epoch, "images": len(trainer.dataset), "batch": opt.batch, "data_s": data_s,
                                   "peak_mem": peak, "recipe": trainer.recipe.name, "accumulate": trainer.accumulate,
                                   "device": str(dev)}), flush=True)
 
