@@ -20,11 +20,9 @@ import time
 
 sys.path.insert(0, os.getcwd())  # the upstream root: run from it
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 from tqdm import tqdm  # noqa: E402
-
 from utils.general import TQDM_BAR_FORMAT, check_dataset, init_seeds, labels_to_class_weights  # noqa: E402
 from utils.torch_utils import ModelEMA, select_device, smart_optimizer  # noqa: E402
 
@@ -44,14 +42,16 @@ def build(opt: argparse.Namespace, device: torch.device):
     nc = int(data["nc"])
     hyp = yaml.safe_load(open(opt.hyp, errors="ignore"))
     if opt.seg:
-        from models.yolo import SegmentationModel as Net
         from utils.segment.dataloaders import create_dataloader
         from utils.segment.loss import ComputeLoss
+
+        from models.yolo import SegmentationModel as Net
         extra = dict(mask_downsample_ratio=4, overlap_mask=True)
     else:
-        from models.yolo import Model as Net
         from utils.dataloaders import create_dataloader
         from utils.loss import ComputeLoss
+
+        from models.yolo import Model as Net
         extra = {}
     model = Net(opt.cfg, ch=3, nc=nc, anchors=hyp.get("anchors")).to(device)
     gs = max(int(model.stride.max()), 32)
@@ -137,8 +137,9 @@ def main() -> None:
     epoch_s = sync(device) - t0
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     print("RESULT " + json.dumps({"side": "upstream", "case": opt.case, "epoch_s": epoch_s, "batches": nb,
-                                  "images": len(parts[3].dataset), "batch": opt.batch, "data_s": data_s, "peak_mem": peak,
-                                  "amp": bool(parts[6]), "accumulate": parts[7], "device": str(device)}), flush=True)
+                                  "images": len(parts[3].dataset), "batch": opt.batch, "data_s": data_s,
+                                  "peak_mem": peak, "amp": bool(parts[6]), "accumulate": parts[7],
+                                  "device": str(device)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,8 @@ def sync(device: torch.device) -> float:
 
 def make_trainer(opt: argparse.Namespace, project: str) -> Trainer:
     """A set-up Trainer for the detect or segment train script with the benchmark's flags."""
-    argv = ["--data", opt.data, "--cfg", opt.cfg, "--weights", "", "--hyp", str(ROOT / "data/hyps/hyp.scratch-low.yaml"),
+    hyp = str(ROOT / "data/hyps/hyp.scratch-low.yaml")  # upstream's default, which the peer side uses too
+    argv = ["--data", opt.data, "--cfg", opt.cfg, "--weights", "", "--hyp", hyp,
             "--img", str(opt.img), "--batch-size", str(opt.batch), "--workers", str(opt.workers), "--device",
             opt.device, "--epochs", "2", "--noplots", "--project", project, "--exist-ok"]
     script, parse, config = ("segment/train.py", segment_train.parse_opt, SegmentConfig) if opt.seg else \
@@ -80,8 +81,9 @@ def main() -> None:
         trainer.loggers.close()
     peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None
     print("RESULT " + json.dumps({"side": "ours", "case": opt.case, "epoch_s": epoch_s,
-                                  "batches": trainer.batches_per_epoch, "images": len(trainer.dataset), "batch": opt.batch, "data_s": data_s,
-                                  "peak_mem": peak, "recipe": trainer.recipe.name, "accumulate": trainer.accumulate,
+                                  "batches": trainer.batches_per_epoch, "images": len(trainer.dataset),
+                                  "batch": opt.batch, "data_s": data_s, "peak_mem": peak,
+                                  "recipe": trainer.recipe.name, "accumulate": trainer.accumulate,
                                   "device": str(dev)}), flush=True)
 
 
