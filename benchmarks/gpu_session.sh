@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # One prepared GPU check, run through the device tool in a single call (device time is short):
-#   tests/test_cuda.py, the training-speed and memory benchmarks, the three train scripts end to end, then
-#   torch.compile (slowest, last). About 6-7 minutes on an H200: give the call timeout_s 460.
+#   tests/test_cuda.py, the training-speed and memory benchmarks, the three train scripts end to end, the side by
+#   side against upstream (benchmarks/gpu_side_by_side.sh; needs .peer/, see benchmarks/prepare_peer.sh, and
+#   `carry: [".peer"]`), then torch.compile (slowest, last). Estimated, never yet run whole: about 6-7 minutes on an
+#   H200 without the side by side (SKIP_SBS=1: timeout_s 460), 9-10 with it (timeout_s 600, a call's limit, so
+#   rather skip the compile step too with SKIP_COMPILE=1 or run benchmarks/gpu_side_by_side.sh alone, 3-5 minutes).
 # Each step has its own time limit so one hang cannot eat the rest; logs go to $OUT (or ./gpu_logs).
 OUT=${OUT:-gpu_logs}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
@@ -25,5 +28,6 @@ step 50 train $PY segment/train.py --device 0 --workers 8 --epochs 5 --exist-ok 
 step 40 train $PY classify/train.py --device 0 --workers 8 --epochs 5 --exist-ok --name gpu
 step 60 train $PY train.py --device 0 --workers 8 --epochs 5 --cfg yolov5n-city.yaml --data data/shapes-semantic.yaml \
   --exist-ok --name gpu-sem
-[ -n "$SKIP_COMPILE" ] || step 120 bench $PY benchmarks/train_speed.py --compile --steps 20 --workers $W
+[ -n "${SKIP_SBS:-}" ] || TAILN=16 step 330 sbs env OUT="$OUT" PY="$PY" bash benchmarks/gpu_side_by_side.sh
+[ -n "${SKIP_COMPILE:-}" ] || step 120 bench $PY benchmarks/train_speed.py --compile --steps 20 --workers $W
 cp runs/train/gpu/results.csv "$OUT/det_results.csv" 2>/dev/null
