@@ -77,6 +77,7 @@ def test_amp_dtype_rule():
 def test_fast_kwargs_rule():
     class FakeCuda:  # stands in for a CUDA parameter on a machine without one
         is_cuda = True
+        device = torch.device("cuda")
 
         @staticmethod
         def is_floating_point() -> bool:
@@ -84,7 +85,8 @@ def test_fast_kwargs_rule():
 
     assert _fast_kwargs(torch.optim.SGD, [FakeCuda()]) == {"fused": True}
     assert _fast_kwargs(torch.optim.RMSprop, [FakeCuda()]) == {"foreach": True}  # RMSprop has no fused kernel
-    assert _fast_kwargs(torch.optim.SGD, [torch.zeros(1)]) == {"foreach": True}
+    assert _fast_kwargs(torch.optim.SGD, [torch.zeros(1)]) == {"fused": True}  # fused CPU kernels too
+    assert _fast_kwargs(torch.optim.SGD, [torch.zeros(1), FakeCuda()]) == {"foreach": True}  # devices mixed
     assert _fast_kwargs(torch.optim.SGD, [FakeCuda()], fast=False) == {"foreach": False}
 
 

@@ -209,7 +209,7 @@ class YoloDataset(Dataset):
         """The RAM that caching all resized images needs, estimated from a sample of 30."""
         k = min(self.n, 30)
         b = 0
-        for i in random.sample(range(self.n), k=k):
+        for i in random.Random(0).sample(range(self.n), k=k):  # its own generator: the global one drives augmentation
             im = imread(self.im_files[i])
             if im is None:
                 continue
