@@ -11,8 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from utils.data.loader import (CPU_WORKER_NICENESS, find_images, hwc_bgr_to_chw_rgb, seeded_loader,
-                               stack_for_transfer, worker_niceness)
+from utils.data.loader import (
+    CPU_WORKER_NICENESS,
+    find_images,
+    hwc_bgr_to_chw_rgb,
+    seeded_loader,
+    stack_for_transfer,
+    worker_niceness,
+)
 from utils.tasks.detect.dataset import YoloDataset, create_dataloader
 
 HYP = dict(hsv_h=0.015, hsv_s=0.7, hsv_v=0.4, degrees=0.0, translate=0.1, scale=0.5, shear=0.0, perspective=0.0,

@@ -48,7 +48,8 @@ class TrainConfig:
     device: str = _f("", "cuda device, e.g. 0 or 0,1,2,3, or cpu")
     multi_scale: bool = _f(False, "vary the image size +/- 50%% per batch")
     single_cls: bool = _f(False, "train multi-class data as a single class")
-    optimizer: str = _f("", "optimizer (default: the hyp file's 'optimizer', else SGD)", choices=["SGD", "Adam", "AdamW"])
+    optimizer: str = _f("", "optimizer (default: the hyp file's 'optimizer', else SGD)",
+                        choices=["SGD", "Adam", "AdamW"])
     sync_bn: bool = _f(False, "SyncBatchNorm across GPUs (DDP only)")
     workers: int = _f(8, "max dataloader workers per process")
     project: str = _f(str(ROOT / "runs/train"), "save to project/name")

@@ -197,7 +197,7 @@ class Trainer:
             hyp = yaml.safe_load(find_file(cfg.hyp).read_text())
         # keys the task adds (the semantic gains) show in the log line and hyp.yaml even when the file lacks them
         hyp = {**self.task.hyp_defaults(), **hyp, "label_smoothing": cfg.label_smoothing}
-        if not cfg.optimizer:  # the optimizer the hyp values are for (hyp.shapes-adamw.yaml: AdamW), else upstream's SGD
+        if not cfg.optimizer:  # the optimizer the hyp values are for (hyp.shapes-adamw.yaml: AdamW), else SGD
             cfg.optimizer = str(hyp.get("optimizer") or "SGD")
         self.hyp_unscaled = dict(hyp)  # as given, before train-time scaling: what resume starts from
         if self.main:

@@ -29,8 +29,15 @@ from utils.data.augment import (
 from utils.data.dataset_config import DatasetError
 from utils.data.imageio import imread
 from utils.data.labels import NUM_THREADS, img2label_paths, labels_dir_for, scan_labels
-from utils.data.loader import (AUTO_CACHE_BYTES, AUTO_CACHE_SHARE, available_memory, find_images, hwc_bgr_to_chw_rgb,
-                               seeded_loader, stack_for_transfer)
+from utils.data.loader import (
+    AUTO_CACHE_BYTES,
+    AUTO_CACHE_SHARE,
+    available_memory,
+    find_images,
+    hwc_bgr_to_chw_rgb,
+    seeded_loader,
+    stack_for_transfer,
+)
 from utils.data.sample import IGNORE_INDEX, Sample, new_sample
 from utils.log import LOGGER
 from utils.paths import DATASETS_DIR
@@ -451,7 +458,7 @@ def create_dataloader(path, imgsz: int, batch_size: int, stride: int, single_cls
                        "ignoring it")
         quad = False
     dataset = dataset_cls(path, imgsz, batch_size, augment=augment, hyp=hyp, rect=rect, image_weights=image_weights,
-                          cache_images=cache if cache in ("ram", "disk", "auto") else ("ram" if cache is True else None),
+                          cache_images=cache if cache in ("ram", "disk", "auto") else "ram" if cache is True else None,
                           single_cls=single_cls, stride=int(stride), pad=pad, min_items=min_items, prefix=prefix,
                           nc=nc, images_dir=images_dir, labels_dir=labels_dir, **(dataset_kw or {}))
     # image weights resample dataset.indices each epoch: workers must be re-created to see it
