@@ -8,7 +8,7 @@ import torch
 from conftest import FIXTURES, need
 
 from utils import nms as nms_mod
-from utils.nms import MAX_WH, nms, nms_torch, non_max_suppression
+from utils.nms import MAX_WH, nms, nms_onnxruntime, nms_torch, non_max_suppression
 
 
 def brute_force_nms(boxes: torch.Tensor, scores: torch.Tensor, thr: float) -> torch.Tensor:
@@ -46,8 +46,55 @@ def test_pure_torch_nms_equals_brute_force(n, nc, size, thr):
     ref = brute_force_nms(boxes, scores, thr)
     assert 0 < len(ref) < n
     assert torch.equal(nms_torch(boxes, scores, thr), ref)
+    assert torch.equal(nms_onnxruntime(boxes, scores, thr), ref)
+    assert torch.equal(nms_onnxruntime(boxes, scores, thr, max_keep=50), ref[:50])
     if nms_mod._tv_nms is not None:
         assert torch.equal(nms_mod._tv_nms(boxes, scores, thr), ref)
+
+
+@pytest.mark.parametrize("thr", [0.0, 0.2, 0.25, 0.5, 0.6])
+def test_onnxruntime_kernel_on_ties_and_exact_thresholds(thr):
+    """Integer boxes make IoUs land exactly on round thresholds, few distinct scores make ties: order and strictness."""
+    g = torch.Generator().manual_seed(int(thr * 100))
+    xy = torch.randint(0, 40, (800, 2), generator=g).float()
+    wh = torch.randint(1, 12, (800, 2), generator=g).float()
+    boxes = torch.cat((xy, xy + wh), 1)
+    boxes[::50, 2:] = boxes[::50, :2]  # some zero-area boxes
+    scores = torch.randint(0, 6, (800,), generator=g).float() / 5
+    ref = brute_force_nms(boxes, scores, thr)
+    assert torch.equal(nms_onnxruntime(boxes, scores, thr), ref)
+    assert torch.equal(nms_torch(boxes, scores, thr), ref)
+
+
+def test_stored_onnx_nms_model_is_the_one_onnx_builds():
+    from onnx import TensorProto, checker, helper
+
+    io = [("boxes", TensorProto.FLOAT, [1, None, 4]), ("scores", TensorProto.FLOAT, [1, 1, None]),
+          ("max_keep", TensorProto.INT64, [1]), ("iou", TensorProto.FLOAT, [1])]
+    graph = helper.make_graph([helper.make_node("NonMaxSuppression", [n for n, *_ in io], ["selected"])], "nms",
+                              [helper.make_tensor_value_info(*x) for x in io],
+                              [helper.make_tensor_value_info("selected", TensorProto.INT64, [None, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)], producer_name="mt-yolov5")
+    model.ir_version = 8
+    checker.check_model(model)
+    assert model.SerializeToString() == nms_mod.NMS_ONNX_MODEL
+
+
+def test_nms_uses_onnxruntime_on_cpu_and_torch_otherwise(monkeypatch):
+    monkeypatch.setattr(nms_mod, "_tv_nms", None)
+    calls = []
+    monkeypatch.setattr(nms_mod, "nms_torch", lambda *a, **k: calls.append(a) or torch.zeros(0, dtype=torch.long))
+    boxes, scores = random_boxes(300, seed=3)
+    assert torch.equal(nms(boxes, scores, 0.5), brute_force_nms(boxes, scores, 0.5)) and not calls
+    inverted = boxes[:, [2, 3, 0, 1]]  # x2 < x1: ONNX Runtime would reorder the corners, torchvision does not
+    assert nms_onnxruntime(inverted, scores, 0.5) is None
+    assert nms_onnxruntime(boxes.half(), scores, 0.5) is None  # torchvision computes fp16 boxes in fp16
+    assert nms_onnxruntime(torch.full((2, 4), float("nan")), scores[:2], 0.5) is None
+    nms(inverted, scores, 0.5)
+    assert len(calls) == 1
+    monkeypatch.setattr(nms_mod, "_ort_nms_session", lambda: None)  # onnxruntime not installed
+    nms(boxes, scores, 0.5)
+    assert len(calls) == 2
 
 
 def test_both_pure_torch_strategies_agree():
@@ -68,6 +115,8 @@ def test_nms_threshold_is_strict_and_long_chains():
     boxes = torch.tensor([[0.0, 0, 2, 1], [0, 0, 1, 1]])
     assert nms_torch(boxes, torch.tensor([0.9, 0.8]), 0.5).tolist() == [0, 1]
     assert nms_torch(boxes, torch.tensor([0.9, 0.8]), 0.49).tolist() == [0]
+    assert nms_onnxruntime(boxes, torch.tensor([0.9, 0.8]), 0.5).tolist() == [0, 1]
+    assert nms_onnxruntime(boxes, torch.tensor([0.9, 0.8]), 0.49).tolist() == [0]
     # a chain where each box overlaps only its neighbours: kept = every other box
     x = torch.arange(700, dtype=torch.float32) * 0.5
     chain = torch.stack((x, torch.zeros_like(x), x + 1, torch.ones_like(x)), 1)
@@ -75,6 +124,7 @@ def test_nms_threshold_is_strict_and_long_chains():
     keep = nms_torch(chain, scores, 0.3)
     assert torch.equal(keep, torch.arange(0, 700, 2))
     assert torch.equal(keep, brute_force_nms(chain, scores, 0.3))
+    assert torch.equal(nms_onnxruntime(chain, scores, 0.3), keep)
     assert nms(chain[:0], scores[:0], 0.5).shape == (0,)
     with pytest.raises(ValueError, match="negative"):
         nms_torch(chain, scores, -0.1)

@@ -1,12 +1,17 @@
 """Non-maximum suppression: the greedy box NMS kernel and the per-image YOLO post-processing around it.
 
-`nms` uses torchvision's kernel when torchvision is installed and otherwise a pure-torch greedy NMS that keeps
-exactly the boxes torchvision keeps, in the same order. Unlike upstream's `non_max_suppression` there is no
-wall-clock limit: results never depend on machine speed.
+`nms` uses torchvision's kernel when torchvision is installed. Without it, CPU boxes go through ONNX Runtime's
+NonMaxSuppression operator (a C++ greedy loop, given ranks for scores so the order is ours) and other devices through
+a pure-torch greedy NMS; all three keep exactly the boxes torchvision keeps, in the same order. Unlike upstream's
+`non_max_suppression` there is no wall-clock limit: results never depend on machine speed.
 """
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
+import numpy as np
 import torch
 
 from utils.boxes import xywh2xyxy
@@ -156,12 +161,70 @@ def nms_torch(boxes: torch.Tensor, scores: torch.Tensor, iou_thres: float, max_k
     return order[_nms_dense(b, area, iou_thres, max_keep)][:max_keep]
 
 
+# One NonMaxSuppression node (opset 11, IR 8: readable by every onnxruntime the requirements allow) with inputs boxes
+# (1, n, 4) float, scores (1, 1, n) float, max_keep (1,) int64, iou (1,) float and output selected (k, 3) int64,
+# serialised. Stored as bytes because building it with onnx.helper imports onnx, 1.4 s of start-up;
+# tests/test_nms.py rebuilds it with onnx.helper and checks it is these bytes.
+NMS_ONNX_MODEL = (
+    b"\x08\x08\x12\tmt-yolov5:\xbe\x01\n;\n\x05boxes\n\x06scores\n\x08max_keep\n\x03iou\x12\x08selected\"\x11"
+    b"NonMaxSuppression\x12\x03nmsZ\x19\n\x05boxes\x12\x10\n\x0e\x08\x01\x12\n\n\x02\x08\x01\n\x00\n\x02\x08\x04Z\x1a\n"
+    b"\x06scores\x12\x10\n\x0e\x08\x01\x12\n\n\x02\x08\x01\n\x02\x08\x01\n\x00Z\x16\n\x08max_keep\x12\n\n\x08\x08\x07\x12"
+    b"\x04\n\x02\x08\x01Z\x11\n\x03iou\x12\n\n\x08\x08\x01\x12\x04\n\x02\x08\x01b\x18\n\x08selected\x12\x0c\n\n\x08"
+    b"\x07\x12\x06\n\x00\n\x02\x08\x03B\x04\n\x00\x10\x0b"
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _ort_nms_session() -> Any:
+    """An ONNX Runtime session of NMS_ONNX_MODEL on one thread; None without onnxruntime."""
+    try:  # optional; imported on first use
+        import onnxruntime as ort
+    except Exception:  # ImportError, or a build that fails to load
+        return None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1  # greedy NMS is one sequential loop
+    return ort.InferenceSession(NMS_ONNX_MODEL, options, providers=["CPUExecutionProvider"])
+
+
+def _float32_at_most(x: float) -> np.float32:
+    """The largest float32 <= x: for a float32 IoU v, v > x holds exactly when v > this value."""
+    f = np.float32(x)
+    return np.nextafter(f, np.float32(-np.inf)) if float(f) > x else f
+
+
+def nms_onnxruntime(boxes: torch.Tensor, scores: torch.Tensor, iou_thres: float,
+                    max_keep: int | None = None) -> torch.Tensor | None:
+    """torchvision's greedy NMS on CPU boxes through ONNX Runtime (None when it can't run or the boxes are unusual).
+
+    Equal to torchvision because: the operator gets score ranks (exact in float32), so its order is the stable
+    score order; its IoU is the same float expression (intersection / (area + area - intersection)); and its strict
+    float32 comparison is made against the largest float32 not above the threshold, which torchvision compares in
+    double. Only float32 boxes: torchvision computes fp16 boxes in fp16. Its corner normalisation (min/max of each pair) only matters for inverted boxes, which are left to the
+    torch kernel, as are non-finite ones. On a 2-core EPYC, 3122 boxes keeping 300: 0.9 ms, against 19 ms in torch.
+    """
+    n = boxes.shape[0]
+    usable = boxes.device.type == "cpu" and boxes.dtype == torch.float32 and 0 < n < 2**24 and iou_thres >= 0
+    session = _ort_nms_session() if usable else None
+    if session is None:
+        return None
+    b = boxes.detach()
+    if not (torch.isfinite(b).all() and (b[:, 2] >= b[:, 0]).all() and (b[:, 3] >= b[:, 1]).all()):
+        return None
+    order = scores.argsort(descending=True, stable=True)
+    feeds = {"boxes": b[order].numpy()[None], "scores": np.arange(n, 0, -1, dtype=np.float32)[None, None],
+             "max_keep": np.array([n if max_keep is None else max_keep], np.int64),
+             "iou": np.array([_float32_at_most(iou_thres)], np.float32)}
+    selected = session.run(None, feeds)[0]
+    return order[torch.from_numpy(selected[:, 2])]
+
+
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_thres: float, max_keep: int | None = None) -> torch.Tensor:
-    """Greedy NMS on xyxy boxes: indices of kept boxes sorted by score (torchvision when available)."""
+    """Greedy NMS on xyxy boxes: indices of kept boxes sorted by score (torchvision, ONNX Runtime on CPU, or torch)."""
     if _tv_nms is not None:
         keep = _tv_nms(boxes, scores, iou_thres)
         return keep if max_keep is None else keep[:max_keep]
-    return nms_torch(boxes, scores, iou_thres, max_keep)
+    keep = nms_onnxruntime(boxes, scores, iou_thres, max_keep)
+    return keep if keep is not None else nms_torch(boxes, scores, iou_thres, max_keep)
 
 
 def _label_rows(lb: torch.Tensor, nc: int, nm: int) -> torch.Tensor:
