@@ -52,6 +52,28 @@ def test_rect_batches_are_stride_multiples_and_fit(tmp_path):
     assert not ds.mosaic
 
 
+class _MosaicProbe(torch.utils.data.Dataset):
+    """Reports, from inside a DataLoader worker, whether the wrapped dataset draws mosaics."""
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return self.ds.mosaic
+
+
+def test_close_mosaic_reaches_persistent_workers(tmp_path):
+    ds = YoloDataset(make_data(tmp_path), img_size=64, batch_size=2, augment=True, hyp=HYP)
+    loader = torch.utils.data.DataLoader(_MosaicProbe(ds), batch_size=2, num_workers=1, persistent_workers=True)
+    assert [bool(b.all()) for b in loader] == [True, True]
+    ds.close_mosaic()
+    assert [bool(b.any()) for b in loader] == [False, False]  # the same worker process, which kept its copy
+    assert not ds.mosaic
+
+
 def test_item_format_and_collate(tmp_path):
     ds = YoloDataset(make_data(tmp_path), img_size=64, batch_size=4, augment=True, hyp=HYP)
     random.seed(0)

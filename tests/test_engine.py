@@ -33,9 +33,9 @@ def read_results(path: Path) -> list[dict]:
 def test_flags_are_generated_from_the_typed_config():
     p = add_arguments(argparse.ArgumentParser(), TrainConfig, imgsz=320)
     cfg = from_namespace(p.parse_args(["--img", "416", "--batch-size", "4", "--cache", "--freeze", "10",
-                                       "--cos-lr", "--resume"]))
-    assert (cfg.imgsz, cfg.batch_size, cfg.cache, cfg.freeze, cfg.cos_lr, cfg.resume) == \
-           (416, 4, "ram", [10], True, "True")
+                                       "--cos-lr", "--resume", "--close-mosaic", "3"]))
+    assert (cfg.imgsz, cfg.batch_size, cfg.cache, cfg.freeze, cfg.cos_lr, cfg.resume, cfg.close_mosaic) == \
+           (416, 4, "ram", [10], True, "True", 3)
     assert from_namespace(p.parse_args([])).imgsz == 320
 
 
@@ -157,6 +157,23 @@ def test_recipe_flags_together(tiny_data, tmp_path):
     assert frozen and all(k.startswith(("model.0.", "model.1.", "model.2.")) for k in frozen)
     rows = read_results(tmp_path / "exp/results.csv")
     assert len(rows) == 2 and np.isfinite(rows[-1]["train/box_loss"])
+
+
+def test_close_mosaic_from_the_hyp_file_and_the_flag(tiny_data, tmp_path, log):
+    hyp = yaml.safe_load((ROOT / "data/hyps/hyp.shapes-adamw.yaml").read_text())
+    (tmp_path / "hyp.yaml").write_text(yaml.safe_dump({**hyp, "close_mosaic": 1}))
+    trainer = Trainer(make_cfg(tiny_data, tmp_path, epochs=3, hyp=str(tmp_path / "hyp.yaml"), workers=1),
+                      DetectionTask())
+    trainer.fit()
+    assert trainer.cfg.close_mosaic == 1 and not trainer.train_loader.dataset.mosaic
+    assert "Closing dataloader mosaic: the last 1 epochs" in log.text
+    before = log.text[:log.text.index("Closing dataloader mosaic")]
+    assert before.count(" all ") == 2  # closed after the validations of epochs 0 and 1, before the last epoch
+    # the flag wins over the file; 0 keeps mosaic to the end
+    trainer = Trainer(make_cfg(tiny_data, tmp_path, epochs=1, hyp=str(tmp_path / "hyp.yaml"), close_mosaic=0),
+                      DetectionTask())
+    trainer.fit()
+    assert trainer.cfg.close_mosaic == 0 and trainer.train_loader.dataset.mosaic
 
 
 def test_evolve_writes_csv_and_best_hyp(tiny_data, tmp_path):

@@ -44,6 +44,8 @@ class TrainConfig:
     cache: str = _f("", "cache images in 'ram' (default) or on 'disk'; 'val': only the validation images, in RAM; "
                         "'off': never (without the flag a set that needs under 1 GB and 10%% of free memory is cached "
                         "in RAM)", nargs="?", const="ram")
+    close_mosaic: int = _f(-1, "train the last N epochs on single images, without mosaic (-1: the hyp file's "
+                                "'close_mosaic', else 0)")
     image_weights: bool = _f(False, "sample training images weighted by their class rarity")
     device: str = _f("", "cuda device, e.g. 0 or 0,1,2,3, or cpu")
     multi_scale: bool = _f(False, "vary the image size +/- 50%% per batch")

@@ -101,7 +101,9 @@ class YoloDataset(Dataset):
         self.img_size, self.augment, self.image_weights = img_size, augment, image_weights
         self.hyp = {**DEFAULT_AUG, **(hyp or {})}
         self.rect = False if image_weights else rect
-        self.mosaic = augment and not self.rect  # a rectangular batch shape and a square mosaic don't mix
+        # a rectangular batch shape and a square mosaic don't mix; the switch lives in shared memory so that
+        # close_mosaic() reaches persistent DataLoader workers, which hold their own copy of the dataset
+        self._mosaic_switch = torch.tensor(augment and not self.rect).share_memory_()
         self.mosaic_border = [-img_size // 2, -img_size // 2]
         self.scale_crop = augment and not self.rect and self.hyp["scale_crop"] > 0
         self.crop_shape = self._crop_shape()
@@ -156,6 +158,19 @@ class YoloDataset(Dataset):
             self.cache_mode = None
         if self.cache_mode:
             self._cache_images()
+
+    @property
+    def mosaic(self) -> bool:
+        """Whether augmented samples are drawn as 4-image mosaics (with the hyp's probability)."""
+        return bool(self._mosaic_switch)
+
+    @mosaic.setter
+    def mosaic(self, on: bool) -> None:
+        self._mosaic_switch.fill_(bool(on))
+
+    def close_mosaic(self) -> None:
+        """Single letterboxed images (still affine- and colour-augmented) from the next sample on, in every worker."""
+        self.mosaic = False
 
     # --- hooks for datasets with more label kinds ----------------------------------------------------------------
     def labels_optional(self) -> bool:

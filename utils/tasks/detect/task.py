@@ -218,8 +218,17 @@ class DetectionTask(Task):
         ctx.model.half().float()  # round anchors to fp16 precision, as they will be stored
 
     def on_epoch_start(self, ctx: TrainContext, epoch: int) -> None:
-        if not ctx.cfg.image_weights:
-            return
+        close = ctx.cfg.close_mosaic
+        if close > 0 and epoch >= ctx.cfg.epochs - close and ctx.dataset.mosaic:
+            ctx.dataset.close_mosaic()  # a resumed run closes it again at its first epoch past the mark
+            LOGGER.info(f"Closing dataloader mosaic: the last {min(close, ctx.cfg.epochs)} epochs train on single "
+                        "images")
+        if ctx.cfg.image_weights:
+            self._resample_by_class_weights(ctx)
+
+    @staticmethod
+    def _resample_by_class_weights(ctx: TrainContext) -> None:
+        """--image-weights: draw this epoch's images with weights that favour classes of low validation mAP."""
         ds, nc = ctx.dataset, ctx.nc
         maps = np.zeros(nc) if ctx.maps is None else ctx.maps
         labels = [lb[:, 0].astype(int) for lb in ds.labels]
