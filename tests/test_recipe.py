@@ -41,7 +41,7 @@ def test_measured_choice_is_the_fastest_and_cached(tiny_model, monkeypatch, tmp_
     fake = {cands[0]: 2.0, cands[1]: 1.0}
     calls = []
 
-    def fake_time(model, imgsz, batch, candidates, rounds=2):
+    def fake_time(model, imgsz, batch, candidates):
         calls.append((imgsz, batch))
         return {r: fake[r] for r in candidates}
 
@@ -72,6 +72,34 @@ def test_time_recipes_times_every_candidate_on_copies(tiny_model):
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+def test_close_calls_get_more_rounds_within_budget(tiny_model):
+    cands = [rc.FP32_CONTIGUOUS, rc.Recipe(True, None)]
+    calls = []
+
+    def step_with(costs):
+        def step(model, recipe, images):
+            calls.append(recipe)
+            rc.time.sleep(costs[recipe])
+        return step
+
+    calls.clear()  # 30% apart: the two rounds asked for
+    rc.time_recipes(tiny_model, 32, 1, cands, step=step_with({cands[0]: 0.013, cands[1]: 0.010}))
+    assert len(calls) == 2 * 3  # a warm-up and two rounds each
+    calls.clear()  # 2% apart: rounds up to max_rounds
+    rc.time_recipes(tiny_model, 32, 1, cands, step=step_with({cands[0]: 0.0102, cands[1]: 0.010}), max_rounds=5)
+    assert len(calls) == 2 * 6
+    calls.clear()  # ... unless the budget is spent
+    rc.time_recipes(tiny_model, 32, 1, cands, step=step_with({cands[0]: 0.0102, cands[1]: 0.010}), budget_s=0.0)
+    assert len(calls) == 2 * 3
+
+
+def test_a_recipe_must_beat_the_baseline_clearly():
+    cl, base = rc.Recipe(True, None), rc.FP32_CONTIGUOUS
+    assert rc.pick_recipe({base: 1.00, cl: 0.97}) == (base, "the baseline (channels_last-fp32 was less than 5% faster)")
+    assert rc.pick_recipe({base: 1.00, cl: 0.90}) == (cl, "the fastest")
+    assert rc.pick_recipe({base: 0.90, cl: 1.00}) == (base, "the fastest")
+
+
 def test_float_outputs_casts_nested_reduced_precision():
     out = (torch.ones(2, dtype=torch.bfloat16), [torch.ones(1, dtype=torch.float16), torch.ones(1, dtype=torch.long)])
     f = rc.float_outputs(out)
@@ -84,6 +112,6 @@ def test_unwritable_cache_only_warns(tiny_model, monkeypatch, tmp_path, log):
     blocker.write_text("")
     monkeypatch.setenv(rc.CACHE_ENV, str(blocker))  # a file where the folder should be
     monkeypatch.delenv(rc.RECIPE_ENV, raising=False)
-    monkeypatch.setattr(rc, "time_recipes", lambda m, i, b, c, rounds=2: {r: 1.0 for r in c})
+    monkeypatch.setattr(rc, "time_recipes", lambda m, i, b, c: {r: 1.0 for r in c})
     assert rc.choose_recipe(tiny_model, 64, 2, torch.device("cpu")) == rc.FP32_CONTIGUOUS
     assert "could not cache" in log.text
