@@ -192,6 +192,18 @@ def test_atomic_save_keeps_old_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]
 
 
+def test_one_serialisation_written_to_every_path(tmp_path, monkeypatch):
+    calls = []
+    real_save = torch.save
+    monkeypatch.setattr(torch, "save", lambda *a, **k: calls.append(1) or real_save(*a, **k))
+    out = save_checkpoint({"format": FORMAT, "v": torch.arange(3)}, tmp_path / "last.pt", tmp_path / "best.pt",
+                          tmp_path / "sub" / "epoch3.pt")
+    assert out == tmp_path / "last.pt" and len(calls) == 1
+    data = out.read_bytes()
+    assert (tmp_path / "best.pt").read_bytes() == data == (tmp_path / "sub" / "epoch3.pt").read_bytes()
+    assert torch.equal(torch.load(tmp_path / "best.pt", weights_only=True)["v"], torch.arange(3))
+
+
 def test_strip_optimizer(tmp_path):
     src = load_checkpoint(need(FIXTURES / "coco128_n320.pt"))
     f = save_checkpoint(src, tmp_path / "last.pt")

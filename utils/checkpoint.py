@@ -13,6 +13,7 @@ code from the file run (utils/checkpoint_readers.py decides a file's kind once a
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import tempfile
@@ -94,14 +95,23 @@ def make_checkpoint(model: torch.nn.Module, ema: torch.nn.Module | None = None, 
     return ck
 
 
-def save_checkpoint(ckpt: dict, path: str | Path) -> Path:
-    """Write ckpt atomically: a temp file in the same folder, fsync, then os.replace over `path`."""
-    path = Path(path)
+def save_checkpoint(ckpt: dict, path: str | Path, *copies: str | Path) -> Path:
+    """Write ckpt to `path`, and the same bytes to each of `copies` (serialised once), each file atomically."""
+    buffer = io.BytesIO()
+    torch.save(ckpt, buffer)
+    data = buffer.getbuffer()
+    for p in (path, *copies):
+        _write_atomic(Path(p), data)
+    return Path(path)
+
+
+def _write_atomic(path: Path, data: memoryview) -> None:
+    """A temp file in the same folder, fsync, then os.replace over `path`: a crash leaves the old file or the new."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(ckpt, f)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -116,7 +126,6 @@ def save_checkpoint(ckpt: dict, path: str | Path) -> Path:
             os.close(dfd)
     except OSError:
         pass
-    return path
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
