@@ -199,7 +199,7 @@ class Trainer:
         hyp = {**self.task.hyp_defaults(), **hyp, "label_smoothing": cfg.label_smoothing}
         if not cfg.optimizer:  # the optimizer the hyp values are for (hyp.shapes-adamw.yaml: AdamW), else SGD
             cfg.optimizer = str(hyp.get("optimizer") or "SGD")
-        if cfg.close_mosaic < 0:  # the recipe's own (hyp.shapes-adamw.yaml closes the last epochs), else never
+        if cfg.close_mosaic < 0:  # the hyp file's close_mosaic when it has one, else never
             cfg.close_mosaic = int(hyp.get("close_mosaic", 0) or 0)
         self.hyp_unscaled = dict(hyp)  # as given, before train-time scaling: what resume starts from
         if self.main:
