@@ -56,6 +56,9 @@ def test_measured_choice_is_the_fastest_and_cached(tiny_model, monkeypatch, tmp_
     assert len(calls) == 1 and "measured earlier" in log.text
     assert rc.choose_recipe(tiny_model, 96, 2, cpu) == cands[0]  # another size is another key
     assert len(calls) == 2
+    monkeypatch.setattr(rc, "PROBE_VERSION", rc.PROBE_VERSION + 1)  # a new choosing rule measures again
+    rc.choose_recipe(tiny_model, 64, 2, cpu)
+    assert len(calls) == 3
 
 
 def test_forced_recipe_and_gpu_recipe(tiny_model, monkeypatch):

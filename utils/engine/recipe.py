@@ -35,6 +35,7 @@ PICK_MARGIN = 0.05
 CLOSE_CALL = 0.10  # leaders closer than this get more rounds...
 MAX_ROUNDS = 6  # ...up to this many...
 EXTRA_ROUNDS_BUDGET_S = 20.0  # ...while the probe has run less than this long
+PROBE_VERSION = 2  # part of the cache key: choices made under an older rule (v1: the fastest, however close) are redone
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ def cache_key(model: torch.nn.Module, imgsz: int, batch: int) -> str:
     arch = json.dumps(getattr(model, "yaml", None) or str(model), sort_keys=True, default=str)
     digest = hashlib.sha1(arch.encode()).hexdigest()[:12]
     return f"{cpu_name()}|{torch.backends.cpu.get_cpu_capability()}|torch {torch.__version__}|" \
-           f"{torch.get_num_threads()} threads|{digest}|{imgsz}|{batch}"
+           f"{torch.get_num_threads()} threads|{digest}|{imgsz}|{batch}|probe v{PROBE_VERSION}"
 
 
 def _read_cache(f: Path) -> dict:
