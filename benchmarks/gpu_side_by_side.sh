@@ -9,7 +9,9 @@
 #   bash benchmarks/gpu_side_by_side.sh              # device 0, 640 px, 512 images: estimated 3-5 minutes on an H200
 #   CASES="yolov5s-640-b64" bash benchmarks/gpu_side_by_side.sh                   # only the cases named
 #   DEVICE=cpu IMG=64 IMAGES=8 WORKERS=0 PEER_PY=~/.cache/mtyolo/peer/venv/bin/python bash benchmarks/gpu_side_by_side.sh
-# The last line is a dry run on a CPU (tiny sizes: its figures mean nothing). Logs: $OUT/side_by_side.log (one file:
+#   DEVICE=cpu IMAGES=40 WORKERS=2 CASES=yolov5s-640-b8 PEER=~/.cache/mtyolo/peer PEER_PY=~/.cache/mtyolo/peer/venv/bin/python \
+#     bash benchmarks/gpu_side_by_side.sh           # the CPU epoch of issue 14: yolov5s 640 b8 on 40 images
+# The dry run (DEVICE=cpu IMG=64) is on a CPU (tiny sizes: its figures mean nothing). Logs: $OUT/side_by_side.log (one file:
 # the device tool returns at most 8). Each of the six processes is limited to $T_STEP seconds.
 set -u
 cd "$(dirname "$0")/.."
@@ -62,6 +64,8 @@ case_() {  # name upstream-cfg ours-cfg batch kind
   side "$name" ours "$PY" benchmarks/trainer_epoch.py --data "$WORK/ours/$kind.yaml" --cfg "$ours" --img "$IMG" \
     --batch "$b" --workers "$WORKERS" --device "$DEVICE" --case "$name" $flag
 }
+# the CPU case of issue 14 (yolov5s 640 b8), only when CASES names it: an epoch at b8 is minutes on a 2-core CPU
+[[ " $CASES " == *" yolov5s-$IMG-b8 "* ]] && case_ "yolov5s-$IMG-b8" models/yolov5s.yaml yolov5s.yaml 8 det
 case_ "yolov5s-$IMG-b16" models/yolov5s.yaml yolov5s.yaml 16 det
 case_ "yolov5s-$IMG-b64" models/yolov5s.yaml yolov5s.yaml 64 det
 case_ "yolov5s-seg-$IMG-b8" models/segment/yolov5s-seg.yaml yolov5s-seg.yaml 8 seg

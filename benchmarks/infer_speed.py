@@ -1,11 +1,13 @@
-"""Inference speed: ms per image through detect.py's own path, against TorchScript and ONNX Runtime, plus NMS.
+"""Inference speed: ms per image through detect.py's own path, against PyTorch, TorchScript, ONNX Runtime, OpenVINO.
 
     python benchmarks/infer_speed.py                      # yolov5s, 640, batch 1 and 32
     python benchmarks/infer_speed.py --cfg yolov5n.yaml --batch 1 --reps 20
     python benchmarks/infer_speed.py --compile            # add torch.compile (slow to build on small CPUs)
 
 The model is a random-weight checkpoint loaded by detect.py's Predictor (load_model: fused, channels_last, in-place
-decoding), fed a letterboxed real image preprocessed as detect.py does. Every backend runs that same fused model in
+decoding), fed a letterboxed real image preprocessed as detect.py does. 'detect.py path' is whatever the Predictor
+runs on this CPU (PyTorch, or the faster export utils/export/fastest.py picked: its name in brackets); 'eager' is the
+PyTorch model itself; 'openvino' is the --dynamic export fastest.py made. Every backend runs that same fused model in
 the same process, and the backends are timed in interleaved rounds, so slow drifts of a shared machine hit them all
 alike: compare the ratios, not the milliseconds across runs. For batches above 1, 'val path' is the Evaluator's
 forward (cache-sized chunks on CPU) and 'eager' is one whole-batch call.
@@ -14,14 +16,16 @@ forward (cache-sized chunks on CPU) and 'eager' is one whole-batch call.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import io
+import os
 import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -34,6 +38,8 @@ from utils.checkpoint import make_checkpoint, save_checkpoint  # noqa: E402
 from utils.data.imageio import imread, letterbox  # noqa: E402
 from utils.engine.evaluator import forward_batch  # noqa: E402
 from utils.engine.predictor import Predictor, add_predict_arguments  # noqa: E402
+from utils.export.backend import load_exported  # noqa: E402
+from utils.export.fastest import RUNTIME_ENV  # noqa: E402
 from utils.log import quiet  # noqa: E402
 from utils.nms import non_max_suppression  # noqa: E402
 from utils.tasks.detect.task import DetectionTask  # noqa: E402
@@ -74,6 +80,26 @@ def onnx_session(model: torch.nn.Module, x: torch.Tensor):
     return ort.InferenceSession(f.getvalue(), providers=["CPUExecutionProvider"])
 
 
+@contextlib.contextmanager
+def forced_runtime(name: str) -> Iterator[None]:
+    """$MTYOLO_CPU_RUNTIME set to `name` for the duration (the Predictor then skips the runtime choice)."""
+    old = os.environ.get(RUNTIME_ENV)
+    os.environ[RUNTIME_ENV] = name
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[RUNTIME_ENV]
+        else:
+            os.environ[RUNTIME_ENV] = old
+
+
+def exported_openvino(weights: Path) -> torch.nn.Module | None:
+    """The OpenVINO export the Predictor's runtime choice made beside `weights`, loaded; None if it made none."""
+    found = sorted(weights.parent.glob(f"{weights.stem}_cpu_runtimes/*_openvino_model"))
+    return load_exported(found[0]) if found else None
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cfg", default="yolov5s.yaml")
@@ -89,18 +115,22 @@ def main() -> None:
         w = save_checkpoint(make_checkpoint(build_model(opt.cfg)), Path(tmp) / "bench.pt")
         popt = add_predict_arguments(argparse.ArgumentParser(), DetectionTask(), str(w), str(ROOT / "data/images"),
                                      tmp, imgsz=opt.img).parse_args(["--device", "cpu"])
-        pred = Predictor(popt, DetectionTask())
-    model = pred.model
+        pred = Predictor(popt, DetectionTask())  # detect.py's path: PyTorch or the export that ran fastest here
+        with forced_runtime("pytorch"):
+            model = Predictor(popt, DetectionTask()).model
+        openvino = exported_openvino(w)
+    path_name = f"detect.py path [{getattr(pred.model, 'format', 'pytorch')}]"
     im = letterbox(imread(ROOT / "data/images/shapes1.jpg"), (opt.img, opt.img), auto=False)[0]
     im = torch.from_numpy(np.ascontiguousarray(im.transpose(2, 0, 1)[::-1]))[None].float() / 255
-    im = im.contiguous(memory_format=torch.channels_last)  # as Predictor.run hands it over
     print(f"{opt.cfg} {opt.img}px on CPU, torch {torch.__version__}, {torch.get_num_threads()} threads")
 
     for bs in opt.batch:
         x = im.expand(bs, -1, -1, -1).contiguous(memory_format=torch.channels_last)
         fns: dict[str, Callable[[], object]] = {}
         with torch.inference_mode():
-            fns["detect.py eager" if bs == 1 else "eager"] = lambda x=x: pred.model(x, augment=False, visualize=False)
+            xp = x.contiguous(memory_format=pred.memory_format)  # as Predictor.run hands it over
+            fns[path_name] = lambda xp=xp: pred.model(xp, augment=False, visualize=False)
+            fns["eager"] = lambda x=x: model(x, augment=False, visualize=False)
             if bs > 1:
                 fns["val path"] = lambda x=x: forward_batch(model, x)
             if opt.compile:
@@ -118,6 +148,8 @@ def main() -> None:
         if sess is not None:
             xn = x.contiguous().numpy()
             fns["onnxruntime"] = lambda s=sess, xn=xn: s.run(None, {"images": xn})
+        if openvino is not None:
+            fns["openvino"] = lambda x=x: openvino(x)
         rounds = max(opt.reps // bs, 3)
         with torch.inference_mode():
             res = interleaved(fns, rounds)
@@ -127,6 +159,9 @@ def main() -> None:
         line = ", ".join(f"{k} {v / bs * 1e3:.1f} ms" + (f" ({v / ref:.2f}x ORT)" if ref and k not in
                                                          ("NMS", "onnxruntime") else "") for k, v in res.items())
         print(f"batch {bs}: per image {line}")
+        others = {k: v for k, v in res.items() if k not in ("NMS", path_name, "val path")}
+        best = min(others, key=others.get)
+        print(f"batch {bs}: detect.py path {res[path_name] / others[best]:.2f}x the fastest other backend ({best})")
 
 
 if __name__ == "__main__":

@@ -166,14 +166,18 @@ def run_recipe(r: Recipe, cfg: str, nc: int, hyp: dict, loader, state: dict, dev
     return Result(r, {k: v / steps for k, v in acc.items()}, peak_mem, stand_in)
 
 
-def report(res: Result, bs: int, work: float, peak: float, peak_name: str) -> None:
-    """The per-recipe lines: images/s, the time split and the fraction of the measured peak."""
+def report(res: Result, bs: int, work: float, peak: float, peak_name: str, fp32_peak: float) -> None:
+    """The per-recipe lines: images/s, the time split and the fraction of the measured peak (in the recipe's dtype,
+    and of the fp32 peak too when that differs: the fp32 fraction compares recipes of different dtypes)."""
     step_s, compute_s = res.step_s, res.step_s - res.stage_s["data"]
     print(f"{bs / step_s:.2f} images/s, {step_s:.3f} s per step ({work / 1e9:.0f} GFLOP per step)")
     print("time split: " + ", ".join(f"{k} {res.stage_s[k] * 1e3:.0f} ms ({res.stage_s[k] / step_s:.0%})"
                                      for k in STAGES))
     print(f"measured {peak_name} peak {peak / 1e9:.0f} GFLOP/s; training reaches {work / step_s / 1e9:.0f} GFLOP/s = "
           f"{work / step_s / peak:.0%} of peak ({work / compute_s / peak:.0%} excluding data wait)")
+    if peak_name != "fp32":
+        print(f"measured fp32 peak {fp32_peak / 1e9:.0f} GFLOP/s; training reaches {work / step_s / fp32_peak:.0%} "
+              f"of it ({work / compute_s / fp32_peak:.0%} excluding data wait)")
     if res.peak_mem is not None:
         print(f"peak GPU memory of the timed steps {res.peak_mem / 2 ** 30:.2f} GiB")
 
@@ -211,7 +215,7 @@ def main() -> None:
     state: dict = {}
     results = [run_recipe(r, opt.cfg, data["nc"], hyp, loader, state, device, opt.steps) for r in recipes]
     peaks = {}  # measured after the steps, so the GPU clocks are where training left them
-    for dt in {r.amp or torch.float32 for r in recipes}:
+    for dt in {torch.float32, *(r.amp or torch.float32 for r in recipes)}:
         # the better of the two dense kernels: a fraction above 100% would mean the peak was measured too low
         peaks[dt] = max(matmul_peak(device, dt, n=n, reps=20 if cuda else 5), conv_peak(device, dt))
 
@@ -227,7 +231,7 @@ def main() -> None:
             print(f"cuDNN TF32 {torch.backends.cudnn.allow_tf32}, matmul TF32 {torch.backends.cuda.matmul.allow_tf32}")
         if res.stand_in_loss:
             print("note: the head is not a plain Detect; a stand-in loss (mean of every output) was timed")
-        report(res, bs, work, peaks[dt], name)
+        report(res, bs, work, peaks[dt], name, peaks[torch.float32])
     if opt.baseline:
         ours, base = results
         line = f"\nspeed-up ours / baseline: {base.step_s / ours.step_s:.2f}x images/s " \

@@ -90,3 +90,48 @@ def test_detect_runs_the_chosen_runtime(weights, monkeypatch, tmp_path, log):
                save_txt=True, conf_thres=0.0)
     assert "CPU runtime: onnx" in log.text
     assert sorted(p.name for p in (tmp_path / "r" / "e").glob("*.jpg")) == ["shapes1.jpg", "shapes2.jpg"]
+
+
+def test_each_runtime_is_timed_and_fed_in_its_own_layout(weights, monkeypatch):
+    """An export is given a contiguous image (its runtime copied a channels_last one, 2-3 ms per yolov5n 256 image on
+    ONNX Runtime, enough to lose the choice), the PyTorch model a channels_last one, by the probe and by detect.py."""
+    from utils.engine.predictor import Predictor  # noqa: F401 - the predictor asks the same function
+    from utils.export.backend import ExportedModel, input_memory_format
+
+    seen = {}
+    meta = {"task": "detect", "names": {0: "a"}, "strides": [8, 16, 32]}
+
+    def run(x):
+        seen["export"] = x.is_contiguous()
+        return [torch.zeros(1, 1, 8)]
+
+    exported = ExportedModel(weights, "onnx", meta, run, dynamic=True, imgsz=(64, 64), batch=None)
+
+    class Torch(torch.nn.Module):
+        def forward(self, x):
+            seen["pytorch"] = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+            return x
+
+    assert input_memory_format(exported) == torch.contiguous_format
+    assert input_memory_format(_load(weights)) == torch.channels_last
+    times = fastest.time_models({"pytorch": Torch(), "onnx": exported}, [64, 64], rounds=1)
+    assert set(times) == {"pytorch", "onnx"} and seen == {"export": True, "pytorch": True}
+
+
+def test_detect_hands_an_export_a_contiguous_image(weights, monkeypatch, tmp_path):
+    import detect
+    from utils.export.backend import ExportedModel
+
+    monkeypatch.setenv(fastest.RUNTIME_ENV, "onnx")
+    if "onnx" not in fastest.available_runtimes():
+        pytest.skip("onnxruntime not installed")
+    layouts = []
+    original = ExportedModel.outputs
+
+    def outputs(self, im):
+        layouts.append(im.is_contiguous())
+        return original(self, im)
+
+    monkeypatch.setattr(ExportedModel, "outputs", outputs)
+    detect.run(weights=str(weights), source="data/images", imgsz=[128], project=str(tmp_path / "r"), name="e")
+    assert len(layouts) >= 2 and all(layouts)  # both images (and any warm-up), each contiguous

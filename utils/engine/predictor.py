@@ -22,7 +22,7 @@ from utils.downloads import attempt_download
 from utils.engine.task import ImageResult, Task, add_task_arguments, check_model_task
 from utils.engine.validate import tta_allowed
 from utils.errors import ConfigError
-from utils.export.backend import backend_kind, load_backend, predict_imgsz
+from utils.export.backend import backend_kind, input_memory_format, load_backend, predict_imgsz
 from utils.export.fastest import fastest_cpu_model
 from utils.log import LOGGER, colorstr
 from utils.paths import increment_path
@@ -90,6 +90,7 @@ class Predictor:
                                                                                      or several):
             # the same fp32 model through whichever installed runtime runs it fastest here (utils/export/fastest.py)
             self.model = fastest_cpu_model(self.model, Path(attempt_download(weights)), self.imgsz)
+        self.memory_format = input_memory_format(self.model)
         self.post_kw = task.predict_settings(opt)
 
     def dataset(self) -> tuple[Any, bool]:
@@ -119,7 +120,7 @@ class Predictor:
             im = self.task.normalize((im.half() if self.half else im.float()) / 255)
             if im.ndim == 3:
                 im = im[None]
-            im = im.contiguous(memory_format=torch.channels_last)  # the layout load_model gives the weights
+            im = im.contiguous(memory_format=self.memory_format)
             t1 = time_sync(self.device)
             vis = increment_path(save_dir / Path(path if isinstance(path, str) else "stream").stem, mkdir=True) \
                 if opt.visualize else False

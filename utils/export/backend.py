@@ -149,6 +149,12 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu") -> Expor
     return model
 
 
+def input_memory_format(model: nn.Module) -> torch.memory_format:
+    """The layout a model's input should come in: channels_last for a .pt (load_model puts its weights in that
+    layout), contiguous for an export (its runtime takes a contiguous array and would copy anything else)."""
+    return torch.contiguous_format if isinstance(model, ExportedModel) else torch.channels_last
+
+
 class ExportedModel(nn.Module):
     """An exported model behind the calling conventions of the eval-mode PyTorch model it came from."""
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from utils.device import cpu_name
-from utils.export.backend import load_exported
+from utils.export.backend import input_memory_format, load_exported
 from utils.export.exporter import export_model
 from utils.log import LOGGER, quiet
 from utils.paths import user_cache_dir
@@ -60,16 +60,17 @@ def runtime_folder(weights: Path, fingerprint: str) -> Path:
 
 def time_models(models: dict[str, nn.Module], imgsz: list[int], rounds: int = 3) -> dict[str, float]:
     """Seconds per image of each model: the best of `rounds` interleaved calls after a warm-up call each."""
-    x = torch.rand(1, 3, *imgsz).contiguous(memory_format=torch.channels_last)
+    x = torch.rand(1, 3, *imgsz)
+    inputs = {name: x.contiguous(memory_format=input_memory_format(m)) for name, m in models.items()}
     best = dict.fromkeys(models, float("inf"))
     with torch.inference_mode():
-        for m in models.values():
-            m(x)
+        for name, m in models.items():
+            m(inputs[name])
         for _ in range(rounds):
             for name, m in models.items():
                 time.sleep(0.05)  # ONNX Runtime's workers spin a moment after a run: let them stop first
                 t = time.perf_counter()
-                m(x)
+                m(inputs[name])
                 best[name] = min(best[name], time.perf_counter() - t)
     return best
 
