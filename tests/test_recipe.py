@@ -118,3 +118,18 @@ def test_unwritable_cache_only_warns(tiny_model, monkeypatch, tmp_path, log):
     monkeypatch.setattr(rc, "time_recipes", lambda m, i, b, c: {r: 1.0 for r in c})
     assert rc.choose_recipe(tiny_model, 64, 2, torch.device("cpu")) == rc.FP32_CONTIGUOUS
     assert "could not cache" in log.text
+
+
+def test_cpu_generations_sharing_a_name_get_their_own_cache_key(tiny_model, monkeypatch):
+    """The AVX2 Zen 3 and the AVX-512 Zen 4 EPYCs of this project both call themselves "AMD EPYC"."""
+    from utils import device
+
+    zen3 = "processor : 0\ncpu family : 25\nmodel : 1\nmodel name : AMD EPYC\n"
+    zen4 = "processor : 0\ncpu family : 25\nmodel : 17\nmodel name : AMD EPYC\n"
+    assert device.cpu_name(zen3) == "AMD EPYC (family 25, model 1)"
+    assert device.cpu_name("model name : Some CPU\n") == "Some CPU"
+    keys = set()
+    for info in (zen3, zen4):
+        monkeypatch.setattr(rc, "cpu_name", lambda info=info: device.cpu_name(info))
+        keys.add(rc.cache_key(tiny_model, 64, 2))
+    assert len(keys) == 2

@@ -70,12 +70,18 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     return amp_dtype_for_capability(torch.cuda.get_device_capability(device)[0])
 
 
-def cpu_name() -> str:
-    """The CPU model as the OS names it (the cache key of measured recipes)."""
+def cpu_name(cpuinfo: str | None = None) -> str:
+    """The CPU model as the OS names it, with its family and model numbers where it gives them: the key of measured
+    recipes and runtimes, and one name can cover several generations (a plain "AMD EPYC" is Zen 3 and Zen 4 alike)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        text = Path("/proc/cpuinfo").read_text() if cpuinfo is None else cpuinfo
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        text = ""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if fields.get("cpu family") and fields.get("model"):
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return name
