@@ -43,3 +43,15 @@ def test_train_speed_gives_a_bf16_recipe_its_share_of_the_fp32_peak_too(tmp_path
     out = _run("benchmarks/train_speed.py", "--cfg", "yolov5n.yaml", "--img", "64", "--batch", "2", "--steps", "1",
                "--workers", "0", MTYOLO_CPU_RECIPE="channels_last-bf16", MTYOLO_CACHE_DIR=str(tmp_path))
     assert "measured bf16 peak" in out and "measured fp32 peak" in out and "of it (" in out
+
+
+def test_compile_flags_reach_the_timed_models(tmp_path):
+    """--compile wraps the models in torch.compile; TORCH_COMPILE_DISABLE makes that a pass-through here (compiling
+    itself is tested by test_engine.test_compiled_training_runs), so this checks the flags' plumbing and labels."""
+    env = {"TORCH_COMPILE_DISABLE": "1", "MTYOLO_CACHE_DIR": str(tmp_path), "MTYOLO_CPU_RUNTIME": "pytorch"}
+    out = _run("benchmarks/train_speed.py", "--cfg", "yolov5n.yaml", "--img", "64", "--batch", "2", "--steps", "1",
+               "--workers", "0", "--compile", MTYOLO_CPU_RECIPE="contiguous-fp32", **env)
+    assert "compiled, AMP None" in out
+    out = _run("benchmarks/infer_speed.py", "--cfg", "yolov5n.yaml", "--img", "64", "--batch", "1", "--reps", "1",
+               "--no-torchscript", "--compile", **env)
+    assert "compiled " in out and "detect.py path [pytorch]" in out
