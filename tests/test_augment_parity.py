@@ -1,5 +1,8 @@
 """The training data pipeline must keep producing the very same numbers: augmented images, boxes, polygons, masks and
-collated batches for fixed seeds were recorded (tests/data/augment_parity.npz) and are compared bit for bit.
+collated batches for fixed seeds were recorded (tests/data/augment_parity.npz) and are compared bit for bit, except
+pixels: OpenCV's warps and resizes round differently between releases (5.0 -> 5.1 moved 21 images by at most 5 grey
+levels on 0.02% of their pixels; 4.14 -> 5.0 moved 56 by a mean of at most 0.44), so images are compared within
+PIXEL_MEAN_TOL and PIXEL_FAR_SHARE, which still catch a one-pixel shift, a flip or a brightness change of 2.
 
 Regenerate only for an intended change of the augmentation numbers:
     PARITY_RECORD=1 python -m pytest tests/test_augment_parity.py
@@ -60,6 +63,28 @@ def _sha(a) -> str:
     return hashlib.sha1(np.ascontiguousarray(a).tobytes() + str((a.shape, a.dtype)).encode()).hexdigest()
 
 
+def _pixels(a) -> np.ndarray:
+    return a.numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+
+
+PIXEL_MEAN_TOL = 1.0  # mean absolute difference, grey levels
+PIXEL_FAR_SHARE = 0.01  # share of pixels allowed to be off by more than 8 grey levels
+
+
+def _pixels_close(ref: np.ndarray, got: np.ndarray) -> bool:
+    """Same shape and dtype, and equal within OpenCV's rounding between releases."""
+    if ref.shape != got.shape or ref.dtype != got.dtype:
+        return False
+    d = np.abs(ref.astype(np.int16) - got.astype(np.int16))
+    return bool(d.mean() <= PIXEL_MEAN_TOL and (d > 8).mean() <= PIXEL_FAR_SHARE)
+
+
+def _same(key: str, ref: np.ndarray, got) -> bool:
+    if key.endswith("/img"):
+        return _pixels_close(ref, np.asarray(got))
+    return ref.shape == np.shape(got) and np.array_equal(ref, got)
+
+
 # --- the only place that knows the dataset API -----------------------------------------------------------------------
 def _sample(ds, k):
     """(image HWC BGR, labels (n, 5) cls xywhn, pixel polygons, shapes) of one augmented sample."""
@@ -90,7 +115,7 @@ def _shapes_array(shapes) -> np.ndarray:
 def _record_samples(out: dict, name: str, ds, ks) -> None:
     for n, k in enumerate(ks):
         img, labels, segments, shapes = _sample(ds, k)
-        out[f"{name}/{n}/img"] = _sha(img)
+        out[f"{name}/{n}/img"] = _pixels(img)
         out[f"{name}/{n}/labels"] = np.asarray(labels)
         out[f"{name}/{n}/segments"] = _sha(np.concatenate(segments, 0) if len(segments) else np.zeros((0, 2)))
         out[f"{name}/{n}/seglen"] = np.array([len(s) for s in segments])
@@ -100,7 +125,7 @@ def _record_samples(out: dict, name: str, ds, ks) -> None:
 def _record_items(out: dict, name: str, ds, ks) -> None:
     for n, k in enumerate(ks):
         img, targets, path, shapes, masks = _item(ds, k)
-        out[f"{name}/{n}/img"] = _sha(img)
+        out[f"{name}/{n}/img"] = _pixels(img)
         out[f"{name}/{n}/targets"] = targets.numpy()
         out[f"{name}/{n}/path"] = np.array(Path(path).name)
         out[f"{name}/{n}/shapes"] = _shapes_array(shapes)
@@ -110,7 +135,7 @@ def _record_items(out: dict, name: str, ds, ks) -> None:
 
 def _record_batch(out: dict, name: str, batch) -> None:
     imgs, targets, paths, shapes, masks = _collated(batch)
-    out[f"{name}/img"] = _sha(imgs)
+    out[f"{name}/img"] = _pixels(imgs)
     out[f"{name}/targets"] = targets.numpy()
     out[f"{name}/paths"] = np.array([Path(p).name for p in paths])
     out[f"{name}/shapes"] = np.array([_shapes_array(s) for s in shapes])
@@ -169,6 +194,17 @@ def test_augmented_outputs_match_the_recorded_ones(tmp_path):
         pytest.skip(f"recorded {len(got)} arrays to {FIXTURE}")
     ref = np.load(FIXTURE)
     assert sorted(ref.files) == sorted(got)
-    bad = [k for k in ref.files if not (ref[k].shape == np.shape(got[k]) and np.array_equal(ref[k], got[k]))]
+    bad = [k for k in ref.files if not _same(k, ref[k], got[k])]
     assert not bad, f"{len(bad)} of {len(ref.files)} outputs changed, first: {bad[:8]}"
     assert sum(k.endswith("/labels") and len(ref[k]) > 0 for k in ref.files) > 20  # boxes were really compared
+
+
+def test_pixel_tolerance_passes_opencv_rounding_and_catches_real_changes():
+    rng = np.random.default_rng(0)
+    im = cv2.resize(rng.integers(0, 256, (9, 9, 3), dtype=np.uint8), (64, 64))
+    rounding = np.where(rng.random(im.shape) < 0.2, np.minimum(im, 254) + 1, im).astype(np.uint8)  # as 4.14 vs 5.x
+    assert _pixels_close(im, rounding)
+    assert not _pixels_close(im, np.roll(im, 1, axis=1))  # translation off by one pixel
+    assert not _pixels_close(im, im[:, ::-1])  # a flip
+    assert not _pixels_close(im, np.clip(im.astype(int) + 2, 0, 255).astype(np.uint8))  # brightness
+    assert not _pixels_close(im, im[:-1])
