@@ -29,14 +29,16 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640, 640], help="image (h, w)")
     p.add_argument("--batch-size", type=int, default=1, help="batch size")
     p.add_argument("--device", default="cpu", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
-    p.add_argument("--half", action="store_true", help="FP16 half-precision export (CUDA only; TFLite, CoreML: fp16 weights)")
+    p.add_argument("--half", action="store_true",
+                   help="FP16 half-precision export (CUDA only; TFLite, CoreML: fp16 weights)")
     p.add_argument("--inplace", action="store_true", help="set YOLOv5 Detect() inplace=True")
     p.add_argument("--optimize", action="store_true", help="TorchScript: optimize for mobile (CPU only)")
     p.add_argument("--int8", action="store_true", help="TFLite: full-integer quantisation calibrated on --data")
     p.add_argument("--dynamic", action="store_true", help="ONNX/TorchScript/OpenVINO: dynamic batch, height, width")
     p.add_argument("--simplify", action="store_true", help="ONNX: simplify model (onnxsim or onnxslim)")
     p.add_argument("--opset", type=int, default=12, help="ONNX: opset version")
-    p.add_argument("--include", nargs="+", default=["torchscript"], help="torchscript, onnx, openvino, tflite, ncnn, coreml")
+    p.add_argument("--include", nargs="+", default=["torchscript"],
+                   help="torchscript, onnx, openvino, tflite, ncnn, coreml")
     return p.parse_args(argv)
 
 

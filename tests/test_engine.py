@@ -55,10 +55,15 @@ def test_early_stopping_counts_epochs_without_improvement():
     assert [stop(e, f) for e, f in enumerate([0.1, 0.2, 0.15, 0.19, 0.3])] == [False, False, False, True, False]
 
 
-def test_train_writes_run_and_checkpoints(tiny_data, tmp_path):
+def test_train_writes_run_and_checkpoints(tiny_data, tmp_path, monkeypatch):
     import detect
+    import utils.engine.predictor
+    import utils.engine.validate
     import val
 
+    kept = []  # val.py and detect.py on a CPU reuse freed activation memory (utils.device.keep_freed_memory)
+    for module in (utils.engine.validate, utils.engine.predictor):
+        monkeypatch.setattr(module, "keep_freed_memory", lambda m=module.__name__: kept.append(m) or True)
     figures = Trainer(make_cfg(tiny_data, tmp_path, epochs=2), DetectionTask()).fit()
     run = tmp_path / "exp"
     for f in ("opt.yaml", "hyp.yaml", "results.csv", "weights/last.pt", "weights/best.pt"):
@@ -79,6 +84,7 @@ def test_train_writes_run_and_checkpoints(tiny_data, tmp_path):
                      imgsz=[64], conf_thres=0.001, save_txt=True, project=str(tmp_path / "detect"))
     assert len(list(out.glob("*.jpg"))) == 8
     assert (tmp_path / "exp2").exists() is False  # nothing else wrote into the train project
+    assert kept == ["utils.engine.validate", "utils.engine.predictor"]
 
 
 def test_new_run_never_overwrites_an_old_one(tiny_data, tmp_path):
@@ -242,3 +248,12 @@ def test_hyp_file_names_its_optimizer(tiny_data, tmp_path, given, expected):
     assert yaml.safe_load((tmp_path / "exp/opt.yaml").read_text())["optimizer"] == expected.__name__
     # without the key, upstream's SGD
     assert TrainConfig().optimizer == "" and "optimizer" not in hyp
+
+
+def test_cpu_training_keeps_freed_memory_for_the_next_step(tiny_data, tmp_path, monkeypatch):
+    import utils.engine.trainer as trainer_module
+
+    calls = []
+    monkeypatch.setattr(trainer_module, "keep_freed_memory", lambda: calls.append(1) or True)
+    Trainer(make_cfg(tiny_data, tmp_path, epochs=1, device="cpu"), DetectionTask()).setup()
+    assert calls == [1]

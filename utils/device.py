@@ -6,6 +6,7 @@ CUDA runtime initialises (the OneFlow port set it afterwards, so `--device 1` si
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 import time
@@ -15,6 +16,28 @@ import torch
 
 from utils.errors import DeviceError
 from utils.log import LOGGER
+
+# glibc's mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+KEEP_MMAP_BELOW = 1 << 30  # allocations under this come from the heap...
+KEEP_FREE_UP_TO = (1 << 31) - 1  # ...whose free top is returned to the OS only past this (mallopt takes an int)
+
+
+def keep_freed_memory() -> bool:
+    """Keep freed tensor memory in the process for the next CPU step or batch (glibc only); whether it was set.
+
+    By default glibc serves blocks over its mmap threshold (at most 32 MB) with fresh mmaps and unmaps them on free,
+    so every CPU training step with larger activations gets them back from the kernel as new zeroed pages: yolov5s at
+    640 px, batch 8 took 430,000 page faults and 1.1 s of system time per 3.4 s step on a 2-core EPYC (Zen 4), and
+    2.8 s per step with them kept; yolov5s inference at batch 32 (val.py's default) 1.2 million page faults and 3 s
+    of system time per batch, 180 against 110 ms per image. Kept in the heap, the same buffers are reused as they
+    are. The process keeps its peak memory until it ends, which a training or validation run reaches every batch.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, KEEP_MMAP_BELOW) and libc.mallopt(M_TRIM_THRESHOLD, KEEP_FREE_UP_TO))
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): its allocator keeps its own policy
+        return False
 
 
 def select_device(device: str = "", batch_size: int = 0, newline: bool = True) -> torch.device:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from utils.checkpoint import first_weights, local_weights
-from utils.device import select_device, time_sync
+from utils.device import keep_freed_memory, select_device, time_sync
 from utils.downloads import attempt_download
 from utils.engine.task import ImageResult, Task, add_task_arguments, check_model_task
 from utils.engine.validate import tta_allowed
@@ -73,6 +73,8 @@ class Predictor:
             raise ConfigError(f"--vid-stride must be at least 1, got {opt.vid_stride}")
         self.opt, self.task = opt, task
         self.device = select_device(opt.device)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # large images or batches reuse their activation memory instead of faulting it in
         weights = first_weights(opt.weights)
         self.model = load_backend(local_weights(opt.weights), device=self.device, fuse=True)
         check_model_task(self.model, task, weights)

@@ -31,7 +31,7 @@ from utils.checkpoint import (
     strip_optimizer,
 )
 from utils.data.loader import LoaderOptions
-from utils.device import autocast_dtype, select_device
+from utils.device import autocast_dtype, keep_freed_memory, select_device
 from utils.downloads import attempt_download
 from utils.ema import ModelEMA
 from utils.engine.config import TrainConfig
@@ -122,6 +122,8 @@ class Trainer:
         # cuDNN autotuning picks the fastest convolution kernels once per input shape: a win when shapes are fixed,
         # repeated tuning when --multi-scale changes them every batch
         torch.backends.cudnn.benchmark = self.device.type == "cuda" and not cfg.multi_scale
+        if self.device.type == "cpu":
+            keep_freed_memory()  # activations over 32 MB would come back from the kernel as fresh pages each step
         with dist.main_first():
             self.data = self.task.check_data(cfg.data)
         hyp = self._hyperparameters(ckpt)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from utils.checkpoint import first_weights, local_weights
 from utils.data.loader import LoaderOptions
-from utils.device import select_device
+from utils.device import keep_freed_memory, select_device
 from utils.engine.evaluator import EvalResult, Evaluator
 from utils.engine.task import Task, add_task_arguments, check_model_task
 from utils.errors import ConfigError
@@ -58,6 +58,8 @@ def validate(opt: argparse.Namespace, task: Task) -> EvalResult:
 
     check_val_options(opt)
     device = select_device(opt.device, batch_size=opt.batch_size)
+    if device.type == "cpu":
+        keep_freed_memory()  # a batch of 32 at 640 px has activations of hundreds of MB: reuse them, batch after batch
     weights = first_weights(opt.weights)
     model = load_backend(local_weights(opt.weights), device=device, fuse=True)
     check_model_task(model, task, weights)
