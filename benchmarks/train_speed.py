@@ -215,12 +215,12 @@ def main() -> None:
     state: dict = {}
     # The baseline runs first, under glibc's default policy as upstream does; then, on a CPU, ours keeps freed memory
     # in the process as the trainer does (a process-wide setting that can't be undone for a later baseline).
-    results = {}
+    timed = {}
     for r in reversed(recipes):
         if r.name == "ours" and device.type == "cpu":
             keep_freed_memory()
-        results[r.name] = run_recipe(r, opt.cfg, data["nc"], hyp, loader, state, device, opt.steps)
-    results = [results[r.name] for r in recipes]
+        timed[r.name] = run_recipe(r, opt.cfg, data["nc"], hyp, loader, state, device, opt.steps)
+    results = [timed[r.name] for r in recipes]
     peaks = {}  # measured after the steps, so the GPU clocks are where training left them
     for dt in {torch.float32, *(r.amp or torch.float32 for r in recipes)}:
         # the better of the two dense kernels: a fraction above 100% would mean the peak was measured too low
