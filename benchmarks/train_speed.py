@@ -217,8 +217,8 @@ def main() -> None:
     # in the process as the trainer does (a process-wide setting that can't be undone for a later baseline).
     timed = {}
     for r in reversed(recipes):
-        if r.name == "ours" and device.type == "cpu":
-            keep_freed_memory()
+        if r.name == "ours":
+            keep_freed_memory(device)
         timed[r.name] = run_recipe(r, opt.cfg, data["nc"], hyp, loader, state, device, opt.steps)
     results = [timed[r.name] for r in recipes]
     peaks = {}  # measured after the steps, so the GPU clocks are where training left them

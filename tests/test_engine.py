@@ -63,7 +63,8 @@ def test_train_writes_run_and_checkpoints(tiny_data, tmp_path, monkeypatch):
 
     kept = []  # val.py and detect.py on a CPU reuse freed activation memory (utils.device.keep_freed_memory)
     for module in (utils.engine.validate, utils.engine.predictor):
-        monkeypatch.setattr(module, "keep_freed_memory", lambda m=module.__name__: kept.append(m) or True)
+        monkeypatch.setattr(module, "keep_freed_memory",
+                            lambda device, m=module.__name__: kept.append((m, device.type)) or True)
     figures = Trainer(make_cfg(tiny_data, tmp_path, epochs=2), DetectionTask()).fit()
     run = tmp_path / "exp"
     for f in ("opt.yaml", "hyp.yaml", "results.csv", "weights/last.pt", "weights/best.pt"):
@@ -84,7 +85,7 @@ def test_train_writes_run_and_checkpoints(tiny_data, tmp_path, monkeypatch):
                      imgsz=[64], conf_thres=0.001, save_txt=True, project=str(tmp_path / "detect"))
     assert len(list(out.glob("*.jpg"))) == 8
     assert (tmp_path / "exp2").exists() is False  # nothing else wrote into the train project
-    assert kept == ["utils.engine.validate", "utils.engine.predictor"]
+    assert kept == [("utils.engine.validate", "cpu"), ("utils.engine.predictor", "cpu")]
 
 
 def test_new_run_never_overwrites_an_old_one(tiny_data, tmp_path):
@@ -254,6 +255,6 @@ def test_cpu_training_keeps_freed_memory_for_the_next_step(tiny_data, tmp_path, 
     import utils.engine.trainer as trainer_module
 
     calls = []
-    monkeypatch.setattr(trainer_module, "keep_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(trainer_module, "keep_freed_memory", lambda device: calls.append(device.type) or True)
     Trainer(make_cfg(tiny_data, tmp_path, epochs=1, device="cpu"), DetectionTask()).setup()
-    assert calls == [1]
+    assert calls == ["cpu"]

@@ -12,6 +12,7 @@ import torch
 from conftest import ROOT
 
 from models.build import build_model
+from utils.device import keep_freed_memory
 from utils.engine import recipe as rc
 from utils.log import quiet
 
@@ -143,7 +144,7 @@ _REUSE = """
 import resource, sys, torch
 from torch import nn
 from utils.device import keep_freed_memory
-kept = keep_freed_memory() if sys.argv[1] == "keep" else False
+kept = keep_freed_memory(torch.device("cpu")) if sys.argv[1] == "keep" else False
 torch.manual_seed(0)
 net = nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1), nn.SiLU())
 # 4 x 32 x 320 x 320 fp32 activations: 52 MB each, over glibc's largest dynamic mmap threshold (32 MB), as yolov5s's
@@ -170,5 +171,6 @@ def test_freed_tensor_memory_is_reused_without_page_faults():
     kept, with_keep = faults("keep")
     _, default = faults("default")
     assert kept == "True"
+    assert not keep_freed_memory(torch.device("meta"))  # only CPU memory comes from malloc
     assert default > 20_000  # glibc's default: each step's 52 MB buffers come back as fresh pages
     assert with_keep < default / 10  # kept: the same pages are reused

@@ -73,8 +73,7 @@ class Predictor:
             raise ConfigError(f"--vid-stride must be at least 1, got {opt.vid_stride}")
         self.opt, self.task = opt, task
         self.device = select_device(opt.device)
-        if self.device.type == "cpu":
-            keep_freed_memory()  # large images or batches reuse their activation memory instead of faulting it in
+        keep_freed_memory(self.device)  # on a CPU, large images reuse their activation memory instead of faulting it in
         weights = first_weights(opt.weights)
         self.model = load_backend(local_weights(opt.weights), device=self.device, fuse=True)
         check_model_task(self.model, task, weights)

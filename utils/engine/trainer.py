@@ -122,8 +122,7 @@ class Trainer:
         # cuDNN autotuning picks the fastest convolution kernels once per input shape: a win when shapes are fixed,
         # repeated tuning when --multi-scale changes them every batch
         torch.backends.cudnn.benchmark = self.device.type == "cuda" and not cfg.multi_scale
-        if self.device.type == "cpu":
-            keep_freed_memory()  # activations over 32 MB would come back from the kernel as fresh pages each step
+        keep_freed_memory(self.device)  # CPU activations over 32 MB would come back as fresh pages each step
         with dist.main_first():
             self.data = self.task.check_data(cfg.data)
         hyp = self._hyperparameters(ckpt)

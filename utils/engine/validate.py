@@ -58,8 +58,7 @@ def validate(opt: argparse.Namespace, task: Task) -> EvalResult:
 
     check_val_options(opt)
     device = select_device(opt.device, batch_size=opt.batch_size)
-    if device.type == "cpu":
-        keep_freed_memory()  # a batch of 32 at 640 px has activations of hundreds of MB: reuse them, batch after batch
+    keep_freed_memory(device)  # on a CPU, batch 32 at 640 px has activations of hundreds of MB: reuse them
     weights = first_weights(opt.weights)
     model = load_backend(local_weights(opt.weights), device=device, fuse=True)
     check_model_task(model, task, weights)
