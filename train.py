@@ -1,6 +1,6 @@
 """Train a YOLOv5 detector.
 
-    python train.py                                   # built-in synthetic shapes set, offline, about 6 minutes on CPU
+    python train.py                                   # built-in synthetic shapes set, offline, minutes on CPU
     python train.py --data coco128.yaml --cfg yolov5s.yaml --weights '' --img 640
     python train.py --weights yolov5s.pt --data my.yaml --epochs 100
     torchrun --nproc_per_node 2 train.py --data my.yaml --batch-size 64 --device 0,1
@@ -20,9 +20,9 @@ from utils.tasks.pick import task_for_training  # noqa: E402
 
 # The no-argument run should train a useful detector offline on a 2-core machine in 5 minutes, so the defaults differ
 # from upstream's (yolov5s.pt at 640 for 100 epochs); every flag keeps its upstream name and meaning. With the
-# shapes set's AdamW hyp (data/hyps/hyp.shapes-adamw.yaml), 20 epochs at 192 px reach mAP50 0.61-0.62 in 6-7.5 minutes
-# on a 2-core AVX2 EPYC, where SGD took 17 minutes (40 epochs at 256 px) for 0.69.
-DEFAULTS = {"cfg": "yolov5n.yaml", "imgsz": 192, "epochs": 20, "batch_size": 8}
+# shapes set's AdamW hyp (data/hyps/hyp.shapes-adamw.yaml), 16 epochs at 192 px reach mAP50 0.60-0.68 over four seeds
+# (README, Quick start), where SGD took 17 minutes (40 epochs at 256 px) on a 2-core AVX2 EPYC for 0.69.
+DEFAULTS = {"cfg": "yolov5n.yaml", "imgsz": 192, "epochs": 16, "batch_size": 8}
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
