@@ -200,9 +200,9 @@ def main() -> None:
     bs = opt.batch or (16 if cuda else 8)
     hyp = yaml.safe_load((ROOT / "data/hyps/hyp.scratch-low.yaml").read_text())
     data = check_dataset(ROOT / "data/shapes.yaml")
-    with quiet():
+    with quiet():  # cache 'auto' as train.py without --cache: a small set (the shapes set) is kept decoded in RAM
         loader, _ = create_dataloader(data["train"], opt.img, bs, 32, hyp=hyp, augment=True, workers=opt.workers,
-                                      shuffle=True)
+                                      shuffle=True, cache="auto")
         gflops = count_gflops(build_model(opt.cfg, nc=data["nc"]), opt.img)  # forward, per image, 2 x MACs
     work = 3 * gflops * 1e9 * bs  # forward + backward (backward ~ 2 x forward)
     n = 8192 if cuda else 4096  # a GPU needs a larger matmul to reach its peak
