@@ -204,6 +204,9 @@ def main() -> None:
         loader, _ = create_dataloader(data["train"], opt.img, bs, 32, hyp=hyp, augment=True, workers=opt.workers,
                                       shuffle=True, cache="auto")
         gflops = count_gflops(build_model(opt.cfg, nc=data["nc"]), opt.img)  # forward, per image, 2 x MACs
+    held = "kept decoded in RAM" if loader.dataset.cache_mode == "ram" else "read from disk"
+    print(f"data: {len(loader.dataset)} shapes images, {held} as train.py does without --cache, "
+          f"{opt.workers} loader workers")
     work = 3 * gflops * 1e9 * bs  # forward + backward (backward ~ 2 x forward)
     n = 8192 if cuda else 4096  # a GPU needs a larger matmul to reach its peak
     with quiet():  # the trainer's own choice: fixed on GPUs, measured on CPUs (cached per machine, model, size, batch)

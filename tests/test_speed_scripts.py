@@ -37,6 +37,8 @@ def test_train_speed_baseline_prints_both_recipes_and_the_ratio(tmp_path):
                "--workers", "0", "--baseline", MTYOLO_CPU_RECIPE="contiguous-fp32", MTYOLO_CACHE_DIR=str(tmp_path))
     assert "[ours]" in out and "[baseline]" in out and "speed-up ours / baseline:" in out
     assert "of peak" in out
+    # the timed loader holds the shapes set as train.py's does without --cache (it once decoded every image each step)
+    assert "data: 512 shapes images, kept decoded in RAM as train.py does without --cache, 0 loader workers" in out
 
 
 def test_train_speed_gives_a_bf16_recipe_its_share_of_the_fp32_peak_too(tmp_path):
