@@ -175,6 +175,24 @@ def test_half_and_deepcopy_as_the_evaluator_uses_them(det):
     assert copy.deepcopy(ts).module is not ts.module
 
 
+def test_onnx_sessions_spin_within_a_run_and_stop_after_it(det, monkeypatch):
+    """Spinning off slowed every run by 5-10%; spinning on starved the next image's pre-process. Stop after runs."""
+    import onnxruntime as ort
+
+    seen = []
+    real = ort.InferenceSession
+
+    def recording(path, options=None, **kw):
+        seen.append(options)
+        return real(path, options, **kw)
+
+    monkeypatch.setattr(ort, "InferenceSession", recording)
+    load_exported(det["onnx"])
+    assert len(seen) == 1 and seen[0].get_session_config_entry("session.force_spinning_stop") == "1"
+    with pytest.raises(RuntimeError):  # never set: spinning stays on within a run
+        seen[0].get_session_config_entry("session.intra_op.allow_spinning")
+
+
 @pytest.mark.shared
 def test_upstream_checkpoint_val_on_pt_torchscript_onnx(tmp_path, log):
     """Upstream's val.py prints 0.971 0.996 0.986 0.789 for the .pt and 0.983 0.999 0.994 0.792 for its (static)

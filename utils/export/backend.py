@@ -267,9 +267,11 @@ def _onnx(path: Path, device: torch.device) -> ExportedModel:
     if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
     options = ort.SessionOptions()
-    # ONNX Runtime's worker threads spin after each run waiting for the next; between runs the pre- and
-    # post-processing need those cores (measured: detect.py's pre-process went from 1.5 to 12-22 ms per image)
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # ONNX Runtime's worker threads spin after each run waiting for the next, and between runs the pre- and
+    # post-processing need those cores (detect.py's pre-process went from 1.5 to 12-22 ms per image). Spinning off
+    # altogether slows the run itself (yolov5s 640: 66-69 against 60-64 ms), so the workers spin within a run and
+    # stop at its end.
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     try:
         session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types for unreadable files
