@@ -251,16 +251,18 @@ def test_hyp_file_names_its_optimizer(tiny_data, tmp_path, given, expected):
     assert TrainConfig().optimizer == "" and "optimizer" not in hyp
 
 
-def test_hyp_file_sets_how_fast_the_ema_ramps_up(tiny_data, tmp_path):
-    """ema_tau from the hyp file reaches the EMA kept through training (made again after AutoAnchor); else 2000."""
+def test_hyp_file_sets_the_ema_decay_and_ramp(tiny_data, tmp_path):
+    """ema_decay and ema_tau from the hyp file reach the EMA kept through training (made again after AutoAnchor);
+    without them, YOLOv5's 0.9999 and 2000."""
     hyp = yaml.safe_load((ROOT / "data/hyps/hyp.scratch-low.yaml").read_text())
-    (tmp_path / "hyp.yaml").write_text(yaml.safe_dump({**hyp, "ema_tau": 100}))
+    (tmp_path / "hyp.yaml").write_text(yaml.safe_dump({**hyp, "ema_decay": 0.99, "ema_tau": 100}))
     trainer = Trainer(make_cfg(tiny_data, tmp_path, epochs=1, hyp=str(tmp_path / "hyp.yaml")), DetectionTask())
     trainer.setup()
-    assert trainer.ema.tau == 100 and trainer.ema.decay(100) == pytest.approx(0.9999 * (1 - np.exp(-1)))
+    assert (trainer.ema.decay_max, trainer.ema.tau) == (0.99, 100)
+    assert trainer.ema.decay(100) == pytest.approx(0.99 * (1 - np.exp(-1)))
     trainer = Trainer(make_cfg(tiny_data, tmp_path, epochs=1), DetectionTask())
     trainer.setup()
-    assert trainer.ema.tau == 2000 and "ema_tau" not in hyp
+    assert (trainer.ema.decay_max, trainer.ema.tau) == (0.9999, 2000) and "ema_tau" not in hyp
 
 
 def test_cpu_training_keeps_freed_memory_for_the_next_step(tiny_data, tmp_path, monkeypatch):

@@ -25,13 +25,14 @@ def _match_layout(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
             d.data = torch.empty_like(s, device=d.device, dtype=d.dtype).copy_(d)
 
 
+EMA_DECAY = 0.9999  # YOLOv5's largest decay: at full decay the EMA averages over about the last 10,000 updates
 EMA_TAU = 2000.0  # YOLOv5's ramp: after 2000 updates the decay is 63% of its maximum
 
 
 class ModelEMA:
     """Keeps `ema` = moving average of a model; decay ramps up as decay * (1 - exp(-updates / tau))."""
 
-    def __init__(self, model: nn.Module, decay: float = 0.9999, tau: float = EMA_TAU, updates: int = 0):
+    def __init__(self, model: nn.Module, decay: float = EMA_DECAY, tau: float = EMA_TAU, updates: int = 0):
         self.ema = deepcopy(unwrap_model(model)).eval()
         for p in self.ema.parameters():
             p.requires_grad_(False)

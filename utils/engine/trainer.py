@@ -33,7 +33,7 @@ from utils.checkpoint import (
 from utils.data.loader import LoaderOptions
 from utils.device import autocast_dtype, keep_freed_memory, select_device
 from utils.downloads import attempt_download
-from utils.ema import EMA_TAU, ModelEMA
+from utils.ema import EMA_DECAY, EMA_TAU, ModelEMA
 from utils.engine.config import TrainConfig
 from utils.engine.evaluator import TQDM_BAR, Evaluator
 from utils.engine.phases import PhaseClock, format_epoch
@@ -150,7 +150,7 @@ class Trainer:
         if not cfg.resume:
             self.task.on_train_start(self.ctx)  # AutoAnchor and label plots (rank 0), before the EMA copies anchors
             if self.ema is not None:
-                self.ema = ModelEMA(model, tau=self.ema_tau)
+                self.ema = ModelEMA(model, self.ema_decay, self.ema_tau)
         self.hyp = self.task.scale_hyp(hyp, model, self.nc, self.imgsz)
         model.hyp, model.nc, model.names = self.hyp, self.nc, self.names
         self.criterion = self.task.criterion(model, self.hyp)
@@ -233,9 +233,10 @@ class Trainer:
                                          lr_mult=self.task.lr_mults(hyp))
         self.lr_factor = lr_lambda(hyp["lrf"], cfg.epochs, cos=cfg.cos_lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lr_factor)
-        # hyp key ema_tau: how many optimizer steps the EMA's decay takes to ramp up (upstream: 2000, fixed)
-        self.ema_tau = float(hyp.get("ema_tau", EMA_TAU))
-        self.ema = ModelEMA(model, tau=self.ema_tau) if self.main else None
+        # hyp keys ema_decay and ema_tau: the EMA's largest decay and the optimizer steps its ramp takes (upstream's
+        # fixed 0.9999 and 2000 average over the last ~10,000 steps, which a run of a thousand never reaches)
+        self.ema_decay, self.ema_tau = float(hyp.get("ema_decay", EMA_DECAY)), float(hyp.get("ema_tau", EMA_TAU))
+        self.ema = ModelEMA(model, self.ema_decay, self.ema_tau) if self.main else None
         self.amp_dtype = self.recipe.amp_dtype
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.start_epoch, self.best_fitness = 0, 0.0
