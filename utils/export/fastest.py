@@ -68,7 +68,7 @@ def time_models(models: dict[str, nn.Module], imgsz: list[int], rounds: int = 3)
             m(inputs[name])
         for _ in range(rounds):
             for name, m in models.items():
-                time.sleep(0.05)  # ONNX Runtime's workers spin a moment after a run: let them stop first
+                time.sleep(0.05)  # a runtime's worker threads may still be busy from the last run: let them stop first
                 t = time.perf_counter()
                 m(inputs[name])
                 best[name] = min(best[name], time.perf_counter() - t)
