@@ -20,8 +20,9 @@ from utils.tasks.pick import task_for_training  # noqa: E402
 
 # The no-argument run should train a useful detector offline on a 2-core machine in 5 minutes, so the defaults differ
 # from upstream's (yolov5s.pt at 640 for 100 epochs); every flag keeps its upstream name and meaning. With the
-# shapes set's AdamW hyp (data/hyps/hyp.shapes-adamw.yaml), 16 epochs at 192 px reach mAP50 0.60-0.68 over four seeds
-# (README, Quick start), where SGD took 17 minutes (40 epochs at 256 px) on a 2-core AVX2 EPYC for 0.69.
+# shapes set's AdamW hyp (data/hyps/hyp.shapes-adamw.yaml), 16 epochs at 192 px reach mAP50 0.63-0.75 over eight seed
+# runs in fp32 and bf16 (README, Quick start), where SGD took 17 minutes (40 epochs at 256 px) on a 2-core AVX2 EPYC
+# for 0.69.
 DEFAULTS = {"cfg": "yolov5n.yaml", "imgsz": 192, "epochs": 16, "batch_size": 8}
 
 
