@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from models.common import C3, SPP, Bottleneck, Conv, DWConv
+from models.common import C3, SPP, Bottleneck, Conv, DWConv, cat_channels
 from models.registry import register
 
 
@@ -37,7 +37,7 @@ class BottleneckCSP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Transformed half and bypass half, normalised together, merged."""
         y1 = self.cv3(self.m(self.cv1(x)))
-        return self.cv4(self.act(self.bn(torch.cat((y1, self.cv2(x)), 1))))
+        return self.cv4(self.act(self.bn(cat_channels((y1, self.cv2(x))))))
 
 
 @register
@@ -146,7 +146,7 @@ class GhostConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Primary features and their cheap ghosts, concatenated."""
         y = self.cv1(x)
-        return torch.cat((y, self.cv2(y)), 1)
+        return cat_channels((y, self.cv2(y)))
 
 
 class GhostBottleneck(nn.Module):
@@ -209,7 +209,7 @@ class MixConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Each kernel size on its channel group, concatenated, normalised, activated."""
-        return self.act(self.bn(torch.cat([m(x) for m in self.m], 1)))
+        return self.act(self.bn(cat_channels([m(x) for m in self.m])))
 
 
 @register

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from models.common import C3, SPP, Conv
+from models.common import C3, SPP, Conv, cat_channels
 from models.registry import register
 from models.semantic import SemanticHead, adaptive_avg_pools
 from utils.errors import ModelConfigError
@@ -58,7 +58,7 @@ class CascadeRFB(nn.Module):
         ys = [y0, y1, y2, y3]
         if hasattr(self, "branch4"):
             ys.append(self.branch4(y2).expand_as(y2))  # nearest upsampling of a 1x1 map is a broadcast
-        return self.ConvLinear(torch.cat(ys, 1))
+        return self.ConvLinear(cat_channels(ys))
 
 
 class ASPPNoPool(nn.Module):
@@ -76,7 +76,7 @@ class ASPPNoPool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, c1, H, W) -> (B, c2, H, W)."""
-        return self.ConvLinear(torch.cat([self.branch0(x), self.branch1(x), self.branch2(x), self.branch3(x)], 1))
+        return self.ConvLinear(cat_channels([self.branch0(x), self.branch1(x), self.branch2(x), self.branch3(x)]))
 
 
 class PoolPyramid(nn.Module):
@@ -95,7 +95,7 @@ class PoolPyramid(nn.Module):
         convs = [getattr(self, f"conv{i + 1}") for i in range(len(self.bins))]
         feats = [nn.functional.interpolate(cv(p), size, mode="bilinear", align_corners=True)
                  for cv, p in zip(convs, adaptive_avg_pools(x, self.bins))]
-        return torch.cat([x, *feats], 1)
+        return cat_channels([x, *feats])
 
 
 class FeatureFusion(nn.Module):
@@ -111,7 +111,7 @@ class FeatureFusion(nn.Module):
 
     def forward(self, x: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
         """Fuse and reweight channels."""
-        y = self.convblk(torch.cat(x, 1) if self.cat else x)
+        y = self.convblk(cat_channels(x) if self.cat else x)
         return y * self.channel_attention(y) + y
 
 
@@ -128,7 +128,7 @@ class WideC3SPP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """SPP branch and bypass, concatenated and merged."""
-        return self.cv3(torch.cat((self.m(self.cv1(x)), self.cv2(x)), 1))
+        return self.cv3(cat_channels((self.m(self.cv1(x)), self.cv2(x))))
 
 
 class _SegMask(SemanticHead):
@@ -154,7 +154,7 @@ class SegMaskPSP(_SegMask):
 
     def forward(self, x: list[torch.Tensor]):
         """[P3/8, P4/16, P5/32] -> logits at the input size (in training: (logits, []))."""
-        return self._out(self.out(torch.cat([self.m8(x[0]), self.m16(x[1]), self.m32(x[2])], 1)))
+        return self._out(self.out(cat_channels([self.m8(x[0]), self.m16(x[1]), self.m32(x[2])])))
 
 
 @register

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.common import Concat, Conv, autopad
+from models.common import Concat, Conv, autopad, cat_channels
 from models.registry import lookup, register
 from utils.errors import ModelConfigError
 
@@ -110,8 +110,7 @@ class PyramidPool(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, c1, H, W) -> (B, c2, H, W)."""
         size = x.shape[-2:]
-        return torch.cat([x] + [_resize(cv(p), size)
-                                for p, cv in zip(adaptive_avg_pools(x, self.bins), self.cv)], 1)
+        return cat_channels([x] + [_resize(cv(p), size) for p, cv in zip(adaptive_avg_pools(x, self.bins), self.cv)])
 
 
 class ChannelAttentionFuse(nn.Module):
@@ -125,7 +124,7 @@ class ChannelAttentionFuse(nn.Module):
 
     def forward(self, x: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
         """Fuse and reweight channels."""
-        y = self.cv(torch.cat(x, 1) if isinstance(x, (list, tuple)) else x)
+        y = self.cv(cat_channels(x) if isinstance(x, (list, tuple)) else x)
         return y * (1 + self.att(y.mean((2, 3), keepdim=True)))
 
 
@@ -152,7 +151,7 @@ class ReceptiveFieldBlock(nn.Module):
         ys = [y0, y1, y2, self.b3(x)]
         if self.gc is not None:
             ys.append(self.gc(y2.mean((2, 3), keepdim=True)).expand_as(y2))
-        return self.cv(torch.cat(ys, 1))
+        return self.cv(cat_channels(ys))
 
 
 class _AuxHead(nn.Module):
@@ -204,7 +203,7 @@ class SemanticPSP(SemanticHead):
         """[P3/8, P4/16, P5/32] -> logits (B, nc, 8*h3, 8*w3); in training (logits, [])."""
         size = x[0].shape[-2:]
         f = [m(xi) if i == 0 else _resize(m(xi), size) for i, (m, xi) in enumerate(zip(self.reduce, x))]
-        out = self._logits(self.ffm(self.ppm(self.rfb(torch.cat(f, 1)))))
+        out = self._logits(self.ffm(self.ppm(self.rfb(cat_channels(f)))))
         return (out, []) if self.training else out
 
 

@@ -339,6 +339,42 @@ def test_channels_last_training_maps_are_views_with_the_same_loss():
     assert all(p.is_contiguous() for p in model.to(memory_format=torch.contiguous_format)(x))
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_cat_channels_gradients(dtype):
+    # bf16 channels_last pieces come back dense (strided ones cost CPU SiLU backward 7x), fp32 ones stay views
+    from models.common import cat_channels
+
+    maps = [torch.randn(2, c, 5, 7, dtype=dtype).contiguous(memory_format=torch.channels_last).requires_grad_()
+            for c in (3, 5)]
+    out = cat_channels(maps)
+    assert torch.equal(out, torch.cat(maps, 1))
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad(out, maps, g)
+    assert torch.equal(grads[0], g[:, :3]) and torch.equal(grads[1], g[:, 3:])
+    dense = [t.is_contiguous(memory_format=torch.channels_last) for t in grads]
+    assert dense == ([True, True] if dtype == torch.bfloat16 else [False, False])
+    with torch.no_grad():
+        assert torch.equal(cat_channels(maps), out)
+
+
+def test_bf16_training_silu_gradients_are_dense():
+    # every concatenation in a -city model (C3, SPPF, neck Concat, semantic head) hands back dense gradients
+    seen = []
+    model = build_model("yolov5n-city.yaml").train().to(memory_format=torch.channels_last)
+    # the SiLU instance is shared by every Conv of every model (Conv.default_act): the hooks must not outlive the test
+    hooks = [m.register_full_backward_hook(lambda mod, gin, gout: seen.append(gout[0].is_contiguous(
+        memory_format=torch.channels_last))) for m in model.modules() if isinstance(m, nn.SiLU)]
+    try:
+        x = torch.rand(2, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            det, seg, aux = model(x)  # -city training output: detection maps, class logits, auxiliary logits
+        sum(t.float().sum() for t in [*det, seg, *aux]).backward()
+    finally:
+        for h in hooks:
+            h.remove()
+    assert seen and all(seen), f"{seen.count(False)} of {len(seen)} SiLU gradients strided"
+
+
 @pytest.mark.parametrize("cfg", ["yolov5n.yaml", "yolov5s-seg.yaml", "yolov5n-city.yaml",
                                  "hub/yolov5s-transformer.yaml", "hub/yolov5n6.yaml"])
 def test_gflops_hooks_match_torch_flop_counter(cfg):
