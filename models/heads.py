@@ -48,8 +48,10 @@ class Detect(nn.Module):
             x[i] = x[i].view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2)
             if self.training:
                 # A channels_last map is already (bs, ny, nx, na, no) in memory: the permuted view reads each
-                # anchor's outputs contiguously, so the loss takes it as it is, and its gradient needs no copy back
-                # to the convolution's layout either (yolov5s 640 b8, AVX2 EPYC: 4 copies of every output map).
+                # anchor's outputs contiguously, so the loss takes it as it is (yolov5s 640 b8, AVX2 EPYC: 4 copies
+                # of every output map saved). Its gradient still comes back NCHW (the loss's gathers write it into
+                # fresh contiguous tensors), which the convolution's backward converts: 0.2 ms per main-job step
+                # (bf16, AMX Xeon).
                 if x[i].stride(-1) != 1:
                     x[i] = x[i].contiguous()
                 continue
