@@ -12,6 +12,7 @@ import math
 import torch
 import torch.nn as nn
 
+from models.bn_silu import bn_silu, fused_applies
 from models.registry import register
 
 
@@ -79,8 +80,11 @@ class Conv(nn.Module):
             self.act = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Convolve, normalise, activate."""
-        return self.act(self.bn(self.conv(x)))
+        """Convolve, normalise, activate (the last two fused in CPU training where models/bn_silu.py applies)."""
+        x = self.conv(x)
+        if fused_applies(x, self.bn, self.act):
+            return bn_silu(x, self.bn)
+        return self.act(self.bn(x))
 
     def forward_fuse(self, x: torch.Tensor) -> torch.Tensor:
         """Forward after fuse(): BatchNorm has been folded into the convolution."""

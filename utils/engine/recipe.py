@@ -35,7 +35,9 @@ PICK_MARGIN = 0.05
 CLOSE_CALL = 0.10  # leaders closer than this get more rounds...
 MAX_ROUNDS = 6  # ...up to this many...
 EXTRA_ROUNDS_BUDGET_S = 20.0  # ...while the probe has run less than this long
-PROBE_VERSION = 2  # part of the cache key: choices made under an older rule (v1: the fastest, however close) are redone
+# Part of the cache key: choices made under an older rule (v1: the fastest, however close) or on older kernels (v2:
+# before the fused BatchNorm+SiLU, which speeds up the channels_last candidates) are redone.
+PROBE_VERSION = 3
 
 
 @dataclass(frozen=True)
