@@ -20,9 +20,9 @@ from utils.device import cpu_name
 from utils.paths import user_cache_dir
 
 NATIVE_ENV = "MTYOLO_NATIVE"
-# -O3 and -march=native vectorise the channel loops for this CPU's widest instructions; fast-math lets the compiler
-# vectorise the rounding in exp and reorder float sums, which the kernels are written to tolerate. OpenMP is the
-# libgomp PyTorch's CPU kernels already use: one thread pool, not two competing for the same cores.
+# -O3 and -march=native vectorise the channel loops for this CPU's widest instructions; fast-math frees the compiler
+# to reorder float arithmetic (the kernels sum in float per block, then in double) and drops errno. OpenMP resolves to
+# the libgomp PyTorch's CPU kernels already run on: one thread pool, not two competing for the same cores.
 FLAGS = ("-O3", "-march=native", "-ffast-math", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
 BUILD_TIMEOUT_S = 120
 

@@ -15,6 +15,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -66,23 +67,46 @@ inline float exp_approx(float v) {
 
 inline float sigmoid(float z) { return 1.0f / (1.0f + exp_approx(-z)); }
 
-// Per-channel sums of a and b over each thread's rows, added over threads in double.
-struct ChannelSums {
-  std::vector<double> per_thread;  // [threads][2][channels]
-  int64_t channels;
-  ChannelSums(int threads, int64_t c) : per_thread(static_cast<size_t>(threads) * 2 * c, 0.0), channels(c) {}
-  double* of(int thread) { return per_thread.data() + static_cast<size_t>(thread) * 2 * channels; }
-  void total(int threads, double* a, double* b) const {
-    for (int64_t c = 0; c < channels; ++c) {
-      double sa = 0, sb = 0;
-      for (int t = 0; t < threads; ++t) {
-        sa += per_thread[static_cast<size_t>(t) * 2 * channels + c];
-        sb += per_thread[static_cast<size_t>(t) * 2 * channels + channels + c];
+// Two per-channel sums over all rows. Each thread adds its rows into float accumulators, moves them into its double
+// sums every kBlockRows rows, and the threads' double sums are added at the end.
+class ChannelSums {
+ public:
+  ChannelSums(int threads, int64_t channels)
+      : threads_(threads), channels_(channels), per_thread_(static_cast<size_t>(threads) * 2 * channels, 0.0) {}
+
+  // Runs row_body(row, acc_a, acc_b) for each row of [lo, hi) in thread t; the body adds that row into acc_a, acc_b.
+  template <typename RowBody>
+  void accumulate(int t, int64_t lo, int64_t hi, RowBody row_body) {
+    const int64_t c = channels_;
+    double* mine = per_thread_.data() + static_cast<size_t>(t) * 2 * c;
+    std::vector<float> acc_a(c), acc_b(c);
+    for (int64_t block = lo; block < hi; block += kBlockRows) {
+      const int64_t end = std::min(block + kBlockRows, hi);
+      std::fill(acc_a.begin(), acc_a.end(), 0.0f);
+      std::fill(acc_b.begin(), acc_b.end(), 0.0f);
+      for (int64_t row = block; row < end; ++row) row_body(row, acc_a.data(), acc_b.data());
+      for (int64_t k = 0; k < c; ++k) {
+        mine[k] += acc_a[k];
+        mine[c + k] += acc_b[k];
       }
-      a[c] = sa;
-      b[c] = sb;
     }
   }
+
+  void totals(double* a, double* b) const {
+    const int64_t c = channels_;
+    for (int64_t k = 0; k < c; ++k) {
+      a[k] = b[k] = 0.0;
+      for (int t = 0; t < threads_; ++t) {
+        a[k] += per_thread_[static_cast<size_t>(t) * 2 * c + k];
+        b[k] += per_thread_[static_cast<size_t>(t) * 2 * c + c + k];
+      }
+    }
+  }
+
+ private:
+  int threads_;
+  int64_t channels_;
+  std::vector<double> per_thread_;  // [threads][2][channels]
 };
 
 inline void thread_rows(int64_t rows, int thread, int threads, int64_t* lo, int64_t* hi) {
@@ -102,32 +126,19 @@ void forward(const T* x, int64_t rows, int64_t channels, const float* weight, co
     const int t = omp_get_thread_num();
     int64_t lo, hi;
     thread_rows(rows, t, threads, &lo, &hi);
-    double* s = sums.of(t);
-    std::vector<float> block_sum(channels), block_sq(channels);
-    for (int64_t b = lo; b < hi; b += kBlockRows) {
-      const int64_t e = b + kBlockRows < hi ? b + kBlockRows : hi;
-      std::fill(block_sum.begin(), block_sum.end(), 0.0f);
-      std::fill(block_sq.begin(), block_sq.end(), 0.0f);
-      float* bs = block_sum.data();
-      float* bq = block_sq.data();
-      for (int64_t m = b; m < e; ++m) {
-        const T* row = x + m * channels;
+    sums.accumulate(t, lo, hi, [&](int64_t m, float* acc_sum, float* acc_sq) {
+      const T* row = x + m * channels;
 #pragma omp simd
-        for (int64_t c = 0; c < channels; ++c) {
-          const float v = load(row[c]);
-          bs[c] += v;
-          bq[c] += v * v;
-        }
-      }
       for (int64_t c = 0; c < channels; ++c) {
-        s[c] += bs[c];
-        s[channels + c] += bq[c];
+        const float v = load(row[c]);
+        acc_sum[c] += v;
+        acc_sq[c] += v * v;
       }
-    }
+    });
 #pragma omp barrier
 #pragma omp single
     {
-      sums.total(threads, sum.data(), sum_sq.data());
+      sums.totals(sum.data(), sum_sq.data());
       for (int64_t c = 0; c < channels; ++c) {
         const double mu = sum[c] / rows;
         double var = sum_sq[c] / rows - mu * mu;
@@ -176,38 +187,25 @@ void backward(const T* grad, const T* x, int64_t rows, int64_t channels, const f
     const int t = omp_get_thread_num();
     int64_t lo, hi;
     thread_rows(rows, t, threads, &lo, &hi);
-    double* s = sums.of(t);
-    std::vector<float> block_dz(channels), block_dz_xc(channels);
-    for (int64_t b = lo; b < hi; b += kBlockRows) {
-      const int64_t e = b + kBlockRows < hi ? b + kBlockRows : hi;
-      std::fill(block_dz.begin(), block_dz.end(), 0.0f);
-      std::fill(block_dz_xc.begin(), block_dz_xc.end(), 0.0f);
-      float* bd = block_dz.data();
-      float* bx = block_dz_xc.data();
-      for (int64_t m = b; m < e; ++m) {
-        const T* row = x + m * channels;
-        const T* g = grad + m * channels;
-        T* dz_out = grad_x + m * channels;  // dz waits in grad_x for the second pass
+    sums.accumulate(t, lo, hi, [&](int64_t m, float* acc_dz, float* acc_dz_xc) {
+      const T* row = x + m * channels;
+      const T* g = grad + m * channels;
+      T* dz_out = grad_x + m * channels;  // dz waits in grad_x for the second pass
 #pragma omp simd
-        for (int64_t c = 0; c < channels; ++c) {
-          const float v = load(row[c]);
-          const float z = v * sc[c] + sh[c];
-          const float sg = sigmoid(z);
-          const float dz = load(g[c]) * sg * (1.0f + z * (1.0f - sg));
-          store(dz_out + c, dz);
-          bd[c] += dz;
-          bx[c] += dz * (v - mu[c]);
-        }
-      }
       for (int64_t c = 0; c < channels; ++c) {
-        s[c] += bd[c];
-        s[channels + c] += bx[c];
+        const float v = load(row[c]);
+        const float z = v * sc[c] + sh[c];
+        const float sg = sigmoid(z);
+        const float dz = load(g[c]) * sg * (1.0f + z * (1.0f - sg));
+        store(dz_out + c, dz);
+        acc_dz[c] += dz;
+        acc_dz_xc[c] += dz * (v - mu[c]);
       }
-    }
+    });
 #pragma omp barrier
 #pragma omp single
     {
-      sums.total(threads, sum_dz.data(), sum_dz_xc.data());
+      sums.totals(sum_dz.data(), sum_dz_xc.data());
       for (int64_t c = 0; c < channels; ++c) {
         const double is = invstd[c];
         grad_bias[c] = static_cast<float>(sum_dz[c]);
