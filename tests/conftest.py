@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,8 @@ os.environ["MTYOLO_CPU_RECIPE"] = "channels_last-fp32"
 # Likewise prediction stays on PyTorch (exporting every test's weights to each runtime would dominate the suite);
 # tests of the automatic runtime choice unset it.
 os.environ["MTYOLO_CPU_RUNTIME"] = "pytorch"
+# Measured recipes, exports and compiled kernels go to a cache of the test session, never the developer's own.
+os.environ["MTYOLO_CACHE_DIR"] = tempfile.mkdtemp(prefix="mtyolo-test-cache-")
 
 
 def need(path: Path) -> Path:

@@ -183,6 +183,16 @@ def test_no_compiler_or_a_failing_one_is_named(kernel_cache, monkeypatch, tmp_pa
 
 
 @needs_compiler
+def test_unwritable_cache_is_named(kernel_cache, monkeypatch, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("MTYOLO_CACHE_DIR", str(blocker))
+    with pytest.raises(native.NativeUnavailable, match="could not create .*not-a-folder"):
+        native.load(fused.SOURCE)
+    assert blocker.read_text().startswith("a file")  # left as it was
+
+
+@needs_compiler
 def test_built_once_then_loaded_from_the_cache(kernel_cache, tmp_path):
     lib, how = native.load(fused.SOURCE)
     assert how.startswith("built in") and lib.bn_silu_forward_f32

@@ -63,9 +63,12 @@ def library_path(source: Path, cxx: str) -> Path:
 def build(source: Path, cxx: str, target: Path) -> float:
     """Compile `source` into `target` (written whole or not at all, so parallel ranks can race); the seconds."""
     tmp = target.with_suffix(f".{os.getpid()}.tmp")
-    t0 = time.perf_counter()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise NativeUnavailable(f"could not create {target.parent}: {e}") from e
+    t0 = time.perf_counter()
+    try:
         result = subprocess.run([cxx, *FLAGS, str(source), "-o", str(tmp)], capture_output=True, text=True,
                                 timeout=BUILD_TIMEOUT_S)
     except (OSError, subprocess.SubprocessError) as e:
