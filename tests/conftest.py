@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -27,6 +29,7 @@ os.environ["MTYOLO_CPU_RECIPE"] = "channels_last-fp32"
 os.environ["MTYOLO_CPU_RUNTIME"] = "pytorch"
 # Measured recipes, exports and compiled kernels go to a cache of the test session, never the developer's own.
 os.environ["MTYOLO_CACHE_DIR"] = tempfile.mkdtemp(prefix="mtyolo-test-cache-")
+atexit.register(shutil.rmtree, os.environ["MTYOLO_CACHE_DIR"], ignore_errors=True)
 
 
 def need(path: Path) -> Path:
