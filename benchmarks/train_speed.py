@@ -14,9 +14,10 @@ backward) counted by torch.utils.flop_counter.
 "ours" is what the trainer does: AMP on CUDA (bf16 where the GPU has it natively, else fp16 with a GradScaler) and
 channels_last; on a CPU the layout and autocast dtype the trainer measures for this machine, model, size and batch
 (utils/engine/recipe.py: the cached choice, or a probe of a few seconds; $MTYOLO_CPU_RECIPE forces one); fused
-optimizer kernels (CUDA and CPU), foreach EMA, and torch.compile with `--compile`. `--baseline` adds, in the
-same run on the same data, the recipe without those: fp32, contiguous tensors, the per-parameter optimizer loop
-(foreach=False), eager. On CUDA both report peak memory (torch.cuda.max_memory_allocated) of their training steps.
+optimizer kernels (CUDA and CPU), the fused BatchNorm+SiLU CPU kernel (models/bn_silu.py), foreach EMA, and
+torch.compile with `--compile`. `--baseline` adds, in the same run on the same data, the recipe without those: fp32,
+contiguous tensors, PyTorch's own BatchNorm and SiLU, the per-parameter optimizer loop (foreach=False), eager. On
+CUDA both report peak memory (torch.cuda.max_memory_allocated) of their training steps.
 Every model kind is timed with its task's own loss (memory.make_criterion: yolov5s-seg with box-shaped instance masks,
 -city models with a random class map).
 """
@@ -24,6 +25,7 @@ Every model kind is timed with its task's own loss (memory.make_criterion: yolov
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.memory import make_criterion  # noqa: E402
+from models.bn_silu import pytorch_kernels  # noqa: E402
 from models.build import build_model  # noqa: E402
 from models.info import count_gflops  # noqa: E402
 from utils.data.dataset_config import check_dataset  # noqa: E402
@@ -58,6 +61,7 @@ class Recipe:
     channels_last: bool
     fast_optimizer: bool
     compile: bool
+    fused_bn_silu: bool = True
 
 
 @dataclass
@@ -214,7 +218,7 @@ def main() -> None:
     print(f"ours = the trainer's recipe for this machine: {chosen.name}")
     recipes = [Recipe("ours", chosen.amp_dtype, chosen.channels_last, True, opt.compile)]
     if opt.baseline:
-        recipes.append(Recipe("baseline", None, False, False, False))
+        recipes.append(Recipe("baseline", None, False, False, False, fused_bn_silu=False))
     state: dict = {}
     # The baseline runs first, under glibc's default policy as upstream does; then, on a CPU, ours keeps freed memory
     # in the process as the trainer does (a process-wide setting that can't be undone for a later baseline).
@@ -222,7 +226,8 @@ def main() -> None:
     for r in reversed(recipes):
         if r.name == "ours":
             keep_freed_memory(device)
-        timed[r.name] = run_recipe(r, opt.cfg, data["nc"], hyp, loader, state, device, opt.steps)
+        with contextlib.nullcontext() if r.fused_bn_silu else pytorch_kernels():
+            timed[r.name] = run_recipe(r, opt.cfg, data["nc"], hyp, loader, state, device, opt.steps)
     results = [timed[r.name] for r in recipes]
     peaks = {}  # measured after the steps, so the GPU clocks are where training left them
     for dt in {torch.float32, *(r.amp or torch.float32 for r in recipes)}:

@@ -42,12 +42,13 @@ def _pair(c: int, momentum: float | None = 0.03) -> tuple[nn.BatchNorm2d, nn.Bat
     return bn, copy.deepcopy(bn)
 
 
-def _both(x: torch.Tensor, c: int, momentum: float | None = 0.03, steps: int = 2):
+def _both(x: torch.Tensor, c: int, momentum: float | None = 0.03, steps: int = 2,
+          layout: torch.memory_format = torch.channels_last):
     """Two training steps through the modules and through the kernel: outputs, gradients and BatchNorms."""
     ref_bn, fused_bn = _pair(c, momentum)
     results = []
     for bn, run in ((ref_bn, lambda t: F.silu(ref_bn(t))), (fused_bn, lambda t: fused.bn_silu(t, fused_bn))):
-        xs = x.detach().clone().contiguous(memory_format=torch.channels_last).requires_grad_()
+        xs = x.detach().clone().contiguous(memory_format=layout).requires_grad_()
         for _ in range(steps):
             xs.grad = None
             y = run(xs)
@@ -56,13 +57,17 @@ def _both(x: torch.Tensor, c: int, momentum: float | None = 0.03, steps: int = 2
     return results
 
 
+LAYOUTS = [torch.channels_last, torch.contiguous_format]
+
+
 @needs_compiler
-@pytest.mark.parametrize("shape", [(4, 16, 32, 32), (3, 17, 9, 7), (2, 3, 1, 5), (8, 64, 4, 4)])
+@pytest.mark.parametrize("shape", [(4, 16, 32, 32), (3, 17, 9, 7), (2, 3, 1, 5), (8, 64, 4, 4), (2, 5, 40, 40)])
 @pytest.mark.parametrize("momentum", [0.03, None])
-def test_fp32_matches_batchnorm_then_silu(kernel_cache, shape, momentum):
+@pytest.mark.parametrize("layout", LAYOUTS, ids=["channels_last", "contiguous"])
+def test_fp32_matches_batchnorm_then_silu(kernel_cache, shape, momentum, layout):
     x = torch.randn(shape) * 3 + 1
-    (y0, g0, bn0), (y1, g1, bn1) = _both(x, shape[1], momentum)
-    assert y1.is_contiguous(memory_format=torch.channels_last) and g1.is_contiguous(memory_format=torch.channels_last)
+    (y0, g0, bn0), (y1, g1, bn1) = _both(x, shape[1], momentum, layout=layout)
+    assert y1.is_contiguous(memory_format=layout) and g1.is_contiguous(memory_format=layout)
     assert _rel(y1, y0) < 1e-5 and _rel(g1, g0) < 1e-4
     assert _rel(bn1.weight.grad, bn0.weight.grad) < 1e-4 and _rel(bn1.bias.grad, bn0.bias.grad) < 1e-4
     assert torch.allclose(bn1.running_mean, bn0.running_mean, rtol=1e-5, atol=1e-6)
@@ -71,11 +76,12 @@ def test_fp32_matches_batchnorm_then_silu(kernel_cache, shape, momentum):
 
 
 @needs_compiler
-def test_bf16_is_as_close_to_fp32_as_pytorch(kernel_cache):
+@pytest.mark.parametrize("layout", LAYOUTS, ids=["channels_last", "contiguous"])
+def test_bf16_is_as_close_to_fp32_as_pytorch(kernel_cache, layout):
     # PyTorch rounds to bf16 between BatchNorm and SiLU and between their backwards; the kernel only at its outputs
     x = (torch.randn(4, 32, 16, 16) * 2).bfloat16()
-    (y32, g32, _), _ = _both(x.float(), 32)
-    (y0, g0, bn0), (y1, g1, bn1) = _both(x, 32)
+    (y32, g32, _), _ = _both(x.float(), 32, layout=layout)
+    (y0, g0, bn0), (y1, g1, bn1) = _both(x, 32, layout=layout)
     assert y1.dtype == g1.dtype == torch.bfloat16 and bn1.weight.grad.dtype == torch.float32
     assert _rel(y1, y32) <= _rel(y0, y32) * 1.25 + 1e-3
     assert _rel(g1, g32) <= _rel(g0, g32) * 1.25 + 1e-3
@@ -83,14 +89,15 @@ def test_bf16_is_as_close_to_fp32_as_pytorch(kernel_cache):
 
 
 @needs_compiler
-def test_threads_agree(kernel_cache):
+@pytest.mark.parametrize("layout", LAYOUTS, ids=["channels_last", "contiguous"])
+def test_threads_agree(kernel_cache, layout):
     x = torch.randn(4, 24, 20, 20)
     before = torch.get_num_threads()
     outs = []
     try:
         for n in (1, 2):
             torch.set_num_threads(n)
-            outs.append(_both(x, 24, steps=1)[1])
+            outs.append(_both(x, 24, steps=1, layout=layout)[1])
     finally:
         torch.set_num_threads(before)
     (y1, g1, _), (y2, g2, _) = outs
@@ -114,7 +121,12 @@ def test_conv_uses_the_kernel_only_where_it_applies(kernel_cache, monkeypatch):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert _uses_kernel(conv, cl, monkeypatch)
     plain = copy.deepcopy(conv).to(memory_format=torch.contiguous_format)
-    assert not _uses_kernel(plain, x.contiguous(), monkeypatch)  # contiguous layout: PyTorch's kernels
+    assert _uses_kernel(plain, x.contiguous(), monkeypatch)  # contiguous layout: the kernel's plane path
+    with fused.pytorch_kernels():
+        assert not _uses_kernel(conv, cl, monkeypatch) and not _uses_kernel(plain, x, monkeypatch)
+    assert _uses_kernel(conv, cl, monkeypatch)  # back on after the block
+    strided = torch.rand(2, 8, 16, 16)[:, ::2]  # a channel slice: neither layout
+    assert not fused.fused_applies(strided, conv.bn, conv.act)
     assert not _uses_kernel(conv.eval(), cl, monkeypatch)
     one_value = torch.rand(1, 8, 1, 1).contiguous(memory_format=torch.channels_last)
     assert not fused.fused_applies(one_value, conv.train().bn, conv.act)  # nn.BatchNorm2d's own error is clearer
@@ -135,11 +147,12 @@ def test_traced_training_graph_has_no_kernel(kernel_cache):
 
 
 @needs_compiler
-def test_model_training_step_matches_pytorch_kernels(kernel_cache, monkeypatch):
+@pytest.mark.parametrize("layout", LAYOUTS, ids=["channels_last", "contiguous"])
+def test_model_training_step_matches_pytorch_kernels(kernel_cache, monkeypatch, layout):
     # a whole model: concatenation gradients arrive as strided slices, the head's as they come from the loss
-    model = build_model("yolov5n-seg.yaml").train().to(memory_format=torch.channels_last)
+    model = build_model("yolov5n-seg.yaml").train().to(memory_format=layout)
     twin = copy.deepcopy(model)
-    x = torch.rand(2, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    x = torch.rand(2, 3, 64, 64).contiguous(memory_format=layout)
 
     def step(m):
         out = m(x)

@@ -36,8 +36,8 @@ CLOSE_CALL = 0.10  # leaders closer than this get more rounds...
 MAX_ROUNDS = 6  # ...up to this many...
 EXTRA_ROUNDS_BUDGET_S = 20.0  # ...while the probe has run less than this long
 # Part of the cache key: choices made under an older rule (v1: the fastest, however close) or on older kernels (v2:
-# before the fused BatchNorm+SiLU, which speeds up the channels_last candidates) are redone.
-PROBE_VERSION = 3
+# before the fused BatchNorm+SiLU, v3: when it served only the channels_last candidates) are redone.
+PROBE_VERSION = 4
 
 
 @dataclass(frozen=True)
